@@ -1,0 +1,1 @@
+"""The core library the applets share (processes, event loop, clock, files, devices)."""

@@ -1,0 +1,37 @@
+"""The typer side of an applet: one factory so every applet's CLI behaves the same.
+
+Importing this module imports typer; hot paths (the heartbeat one-shot, the daemon's steady
+state) must not import it.
+"""
+
+import os
+
+# typer would otherwise import rich, which the zipapp leaves out on purpose (pyproject.toml).
+os.environ["TYPER_USE_RICH"] = "0"
+
+import typer  # noqa: E402
+
+Exit = typer.Exit
+
+
+def make_app(help_text: str, *, epilog: str | None = None) -> typer.Typer:
+    return typer.Typer(
+        help=help_text,
+        epilog=epilog,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+
+
+def run(app: typer.Typer, prog: str, argv: list[str]) -> int:
+    """Run a typer app on argv; return its exit code instead of calling sys.exit."""
+    try:
+        app(args=argv, prog_name=prog, standalone_mode=True)
+    except SystemExit as stop:
+        if stop.code is None:
+            return 0
+        if isinstance(stop.code, int):
+            return stop.code
+        raise
+    return 0

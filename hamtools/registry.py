@@ -1,0 +1,33 @@
+"""The one static applet table: dispatch, --list, --install and help all read it.
+
+Only the invoked applet's module is imported, so this file must stay pure data.
+"""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Applet:
+    name: str
+    module: str  # imported only when the applet runs
+    summary: str
+    # True when the applet imports a native extension (psutil): the zipapp must then go
+    # through shiv's bootstrap, which extracts site-packages to disk. Everything else runs
+    # straight from the zip.
+    native: bool = False
+
+
+APPLETS: tuple[Applet, ...] = (
+    Applet("ham", "hamtools.applets.ham", "the High Availability Manager daemon"),
+    Applet("hamctl", "hamtools.applets.hamctl", "control a running ham (QNX hamctrl and more)"),
+    Applet("heartbeat", "hamtools.applets.heartbeat", "send heartbeats to ham from shell scripts"),
+    Applet("sockmon", "hamtools.applets.sockmon", "run a restart script the moment a server's socket dies"),
+    Applet("wdt", "hamtools.applets.wdt", "query, set, ping and magic-close the Linux watchdog"),
+    Applet("pulsedemo", "hamtools.applets.pulsedemo", "QNX system pulses on Linux, the seed's demo programs"),
+)
+
+_BY_NAME = {applet.name: applet for applet in APPLETS}
+
+
+def find(name: str) -> Applet | None:
+    return _BY_NAME.get(name)
