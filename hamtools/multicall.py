@@ -66,8 +66,7 @@ def run_applet(name: str, args: list[str]) -> int:
         return EXIT_NOT_FOUND
     import importlib
 
-    module = importlib.import_module(applet.module)
-    return _guard(applet.name, lambda: module.main(args))
+    return _guard(applet.name, lambda: importlib.import_module(applet.module).main(args))
 
 
 def _guard(prog: str, body) -> int:

@@ -5,11 +5,14 @@ state) must not import it.
 """
 
 import os
+import sys
 
 # typer would otherwise import rich, which the zipapp leaves out on purpose (pyproject.toml).
 os.environ["TYPER_USE_RICH"] = "0"
 
 import typer  # noqa: E402
+from typer._click.exceptions import ClickException  # noqa: E402  (vendored click)
+from typer.exceptions import Abort  # noqa: E402
 
 Exit = typer.Exit
 
@@ -25,13 +28,13 @@ def make_app(help_text: str, *, epilog: str | None = None) -> typer.Typer:
 
 
 def run(app: typer.Typer, prog: str, argv: list[str]) -> int:
-    """Run a typer app on argv; return its exit code instead of calling sys.exit."""
+    """Run a typer app on argv; the command's int return value is the exit code."""
     try:
-        app(args=argv, prog_name=prog, standalone_mode=True)
-    except SystemExit as stop:
-        if stop.code is None:
-            return 0
-        if isinstance(stop.code, int):
-            return stop.code
-        raise
-    return 0
+        code = app(args=argv, prog_name=prog, standalone_mode=False)
+    except ClickException as usage:  # typer's usage message, exit 2
+        usage.show()
+        return usage.exit_code
+    except Abort:
+        sys.stderr.write("Aborted!\n")
+        return 1
+    return code if isinstance(code, int) else 0

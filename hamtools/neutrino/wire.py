@@ -1,0 +1,173 @@
+"""The neutrino wire format, with no I/O (in the manner of h11): frames and QNX's `_pulse`.
+
+One frame is a 12-byte header and a body:
+
+    uint16 magic 0x4E51 ("QN"), uint8 version, uint8 kind, int32 msg_id, uint32 body length
+
+in native byte order (both ends are on one machine). Over a SOCK_SEQPACKET channel each
+datagram is exactly one frame (`decode_datagram`); `Decoder` also reads frames from a byte
+stream fed in pieces of any size, so the format works over stream sockets too.
+
+A pulse's body is QNX's 16-byte 32-bit `struct _pulse`:
+    uint16 type, uint16 subtype, int8 code, 3 pad bytes, int32 value, int32 scoid
+"""
+
+import errno
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+
+MAGIC = 0x4E51
+VERSION = 1
+HEADER = struct.Struct("=HBBiI")
+PULSE = struct.Struct("=HHb3xii")
+STATUS = struct.Struct("=i")
+MAX_BODY = 64 * 1024  # the largest message or reply; bigger ones get EMSGSIZE
+MAX_FRAME = HEADER.size + MAX_BODY
+
+
+class Kind(IntEnum):
+    SEND = 1  # client -> server: a message; the client stays blocked until REPLY or ERROR
+    REPLY = 2  # server -> client: int32 status, then the reply bytes
+    ERROR = 3  # server -> client: int32 errno (MsgError)
+    PULSE = 4  # client -> server: struct _pulse; never answered
+    UNBLOCK = 5  # client -> server: a signal hit the client blocked on msg_id; it wants out
+
+
+class ProtocolError(ValueError):
+    """A frame that is not well formed; `errno` is what the sender is told (EBADMSG/EMSGSIZE)."""
+
+    def __init__(self, message: str, err: int = errno.EBADMSG, msg_id: int = 0):
+        super().__init__(message)
+        self.errno = err
+        self.msg_id = msg_id  # when the header was readable, the frame it belonged to
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    kind: Kind
+    msg_id: int
+    body: bytes = b""
+
+
+@dataclass(slots=True)
+class Pulse:
+    """A received (or to-be-sent) pulse; pid/uid/gid name the sender (SO_PEERCRED)."""
+
+    code: int
+    value: int
+    scoid: int = 0
+    type: int = 0
+    subtype: int = 0
+    pid: int = 0
+    uid: int = 0
+    gid: int = 0
+
+    def pack(self) -> bytes:
+        return PULSE.pack(self.type, self.subtype, self.code, self.value, self.scoid)
+
+    @classmethod
+    def unpack(cls, data: bytes) -> "Pulse":
+        if len(data) != PULSE.size:
+            raise ProtocolError(f"a pulse is {PULSE.size} bytes, not {len(data)}")
+        ptype, subtype, code, value, scoid = PULSE.unpack(data)
+        return cls(code=code, value=value, scoid=scoid, type=ptype, subtype=subtype)
+
+
+def to_int32(value: int) -> int:
+    """Wrap like C's int: QNX's sigval is 32 bits wide."""
+    return (value + 2**31) % 2**32 - 2**31
+
+
+def encode(kind: Kind, msg_id: int, body: bytes = b"") -> bytes:
+    if len(body) > MAX_BODY:
+        raise ProtocolError(f"{len(body)} bytes is over the {MAX_BODY}-byte limit", errno.EMSGSIZE)
+    return HEADER.pack(MAGIC, VERSION, kind, to_int32(msg_id), len(body)) + body
+
+
+def encode_reply(msg_id: int, status: int, data: bytes = b"") -> bytes:
+    return encode(Kind.REPLY, msg_id, STATUS.pack(to_int32(status)) + bytes(data))
+
+
+def encode_error(msg_id: int, err: int) -> bytes:
+    return encode(Kind.ERROR, msg_id, STATUS.pack(err))
+
+
+def encode_pulse(pulse: Pulse) -> bytes:
+    return encode(Kind.PULSE, 0, pulse.pack())
+
+
+def decode_status(frame: Frame) -> tuple[int, bytes]:
+    """(status, data) of a REPLY frame, or (errno, b"") of an ERROR frame."""
+    return STATUS.unpack_from(frame.body)[0], frame.body[STATUS.size:]
+
+
+def _parse_header(data: bytes) -> tuple[Kind, int, int]:
+    magic, version, kind, msg_id, length = HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise ProtocolError(f"bad magic 0x{magic:04x}")
+    if version != VERSION:
+        raise ProtocolError(f"unsupported version {version}", msg_id=msg_id)
+    if length > MAX_BODY:
+        raise ProtocolError(f"{length}-byte body is over the {MAX_BODY}-byte limit",
+                            errno.EMSGSIZE, msg_id)
+    try:
+        return Kind(kind), msg_id, length
+    except ValueError:
+        raise ProtocolError(f"unknown frame kind {kind}", msg_id=msg_id) from None
+
+
+def _check_body(kind: Kind, msg_id: int, body: bytes) -> None:
+    size = len(body)
+    bad = (
+        (kind is Kind.PULSE and size != PULSE.size)
+        or (kind is Kind.ERROR and size != STATUS.size)
+        or (kind is Kind.REPLY and size < STATUS.size)
+        or (kind is Kind.UNBLOCK and size != 0)
+    )
+    if bad:
+        raise ProtocolError(f"{kind.name} frame with a {size}-byte body", msg_id=msg_id)
+
+
+def decode_datagram(data: bytes, truncated: bool = False) -> Frame:
+    """The one frame in a SEQPACKET datagram; `truncated` when the kernel cut it (MSG_TRUNC)."""
+    if len(data) < HEADER.size:
+        raise ProtocolError(f"{len(data)}-byte datagram is shorter than a frame header")
+    kind, msg_id, length = _parse_header(data)
+    if truncated:
+        raise ProtocolError("datagram over the size limit", errno.EMSGSIZE, msg_id)
+    if len(data) != HEADER.size + length:
+        raise ProtocolError(f"header says {length} body bytes, datagram has "
+                            f"{len(data) - HEADER.size}", msg_id=msg_id)
+    body = bytes(data[HEADER.size:])
+    _check_body(kind, msg_id, body)
+    return Frame(kind, msg_id, body)
+
+
+class Decoder:
+    """Frames from a byte stream fed in pieces of any size.
+
+    After a ProtocolError the stream cannot be resynchronised: the caller drops the peer.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[Frame]:
+        self._buffer += data
+        frames = []
+        while len(self._buffer) >= HEADER.size:
+            kind, msg_id, length = _parse_header(self._buffer)
+            end = HEADER.size + length
+            if len(self._buffer) < end:
+                break
+            body = bytes(self._buffer[HEADER.size:end])
+            del self._buffer[:end]
+            _check_body(kind, msg_id, body)
+            frames.append(Frame(kind, msg_id, body))
+        return frames
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an incomplete frame still waiting for the rest (nonzero at EOF = truncated)."""
+        return len(self._buffer)
