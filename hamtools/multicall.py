@@ -64,9 +64,12 @@ def run_applet(name: str, args: list[str]) -> int:
     if applet is None:
         sys.stderr.write(f"{name}: applet not found\n")
         return EXIT_NOT_FOUND
-    import importlib
+    return _guard(applet.name, lambda: _load(applet).main(args))
 
-    return _guard(applet.name, lambda: importlib.import_module(applet.module).main(args))
+
+def _load(applet: registry.Applet):
+    __import__(applet.module)
+    return sys.modules[applet.module]
 
 
 def _guard(prog: str, body) -> int:

@@ -1,27 +1,32 @@
 """The one static applet table: dispatch, --list, --install and help all read it.
 
-Only the invoked applet's module is imported, so this file must stay pure data.
+Only the invoked applet's module is imported, so this file must stay pure data and cheap to
+import (no dataclasses: it is on the heartbeat one-shot path).
 """
 
-from dataclasses import dataclass
 
-
-@dataclass(frozen=True, slots=True)
 class Applet:
-    name: str
-    module: str  # imported only when the applet runs
-    summary: str
-    # True when the applet imports a native extension (psutil): the zipapp must then go
-    # through shiv's bootstrap, which extracts site-packages to disk. Everything else runs
-    # straight from the zip.
-    native: bool = False
+    __slots__ = ("name", "module", "summary", "native")
+
+    def __init__(self, name: str, module: str, summary: str, native: bool = False):
+        self.name = name
+        self.module = module  # imported only when the applet runs
+        self.summary = summary
+        # True when the applet imports a native extension (psutil): the zipapp must then go
+        # through shiv's bootstrap, which extracts site-packages to disk. Everything else
+        # runs straight from the zip.
+        self.native = native
+
+    def __repr__(self) -> str:
+        return f"Applet({self.name!r})"
 
 
 APPLETS: tuple[Applet, ...] = (
     Applet("ham", "hamtools.applets.ham", "the High Availability Manager daemon"),
     Applet("hamctl", "hamtools.applets.hamctl", "control a running ham (QNX hamctrl and more)"),
     Applet("heartbeat", "hamtools.applets.heartbeat", "send heartbeats to ham from shell scripts"),
-    Applet("sockmon", "hamtools.applets.sockmon", "run a restart script the moment a server's socket dies"),
+    Applet("sockmon", "hamtools.applets.sockmon", "run a restart script the moment a server's socket dies",
+           native=True),
     Applet("wdt", "hamtools.applets.wdt", "query, set, ping and magic-close the Linux watchdog"),
     Applet("pulsedemo", "hamtools.applets.pulsedemo", "QNX system pulses on Linux, the seed's demo programs"),
 )

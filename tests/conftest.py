@@ -20,16 +20,29 @@ def hamtools_zip() -> Path:
     return ZIPAPP
 
 
+@pytest.fixture(scope="session")
+def clean_python(tmp_path_factory) -> str:
+    """An interpreter with nothing installed: a fresh venv (no pip) of the base Python.
+
+    The dev venv will not do: its editable install of hamtools would shadow the zip's copy.
+    """
+    where = tmp_path_factory.mktemp("clean-venv")
+    subprocess.run([getattr(sys, "_base_executable", sys.executable), "-m", "venv",
+                    "--without-pip", str(where)], check=True)
+    return str(where / "bin" / "python")
+
+
 @pytest.fixture
-def run_zip(hamtools_zip, tmp_path):
-    """Run the zipapp with this interpreter in isolated mode from an empty directory."""
+def run_zip(hamtools_zip, clean_python, tmp_path):
+    """Run the zipapp in isolated mode with a clean interpreter from an empty directory."""
 
     def run(*args, argv0=None, env=None, timeout=30, **kw):
         exe = str(argv0 or hamtools_zip)
         base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
                 "SHIV_ROOT": str(tmp_path / "shiv")}
         base.update(env or {})
-        return subprocess.run([sys.executable, "-I", exe, *map(str, args)], cwd=tmp_path,
+        return subprocess.run([clean_python, "-I", exe, *map(str, args)], cwd=tmp_path,
                               env=base, capture_output=True, text=True, timeout=timeout, **kw)
 
+    run.python = clean_python
     return run

@@ -17,7 +17,7 @@ Differences from QNX, by necessity:
   not end the wait: the server is told (_PULSE_CODE_UNBLOCK on an _NTO_CHF_UNBLOCK channel),
   and MsgSend re-raises that exception once the server has replied or MsgError'd (the error
   is chained as __context__). A handler that returns normally lets the wait go on unnoticed.
-- Messages and replies are at most wire.MAX_BODY (64 KiB) bytes (EMSGSIZE beyond).
+- Messages and replies are at most MAX_BODY (64 KiB) bytes (EMSGSIZE beyond).
 - MsgSend on one coid from several threads is serialised.
 - Importing this module wraps thread creation so THREADDEATH can report thread ids (gettid).
 - Channels are abstract AF_UNIX sockets without permissions: check info.uid / pulse.uid.
@@ -26,7 +26,7 @@ Differences from QNX, by necessity:
 from hamtools.neutrino.consts import *  # noqa: F401,F403  (QNX's names, QNX's values)
 from hamtools.neutrino.consts import ND_LOCAL_NODE
 from hamtools.neutrino.kernel import MsgInfo, Received, SendResult, channel_address, gettid, kernel
-from hamtools.neutrino.wire import MAX_BODY, Pulse
+from hamtools.core.wire import MAX_BODY, Pulse
 
 _NTO_SIDE_CHANNEL = 0x40000000
 
@@ -83,4 +83,4 @@ def MsgError(rcvid: int, error: int) -> None:
     kernel.msg_error(rcvid, error)
 
 
-__all__ = [name for name in dir() if not name.startswith("__") and name not in ("kernel", "consts", "wire")]
+__all__ = [name for name in dir() if not name.startswith("__") and name not in ("kernel", "consts")]

@@ -29,9 +29,9 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from hamtools.core import wire
+from hamtools.core.wire import Frame, ProtocolError, Pulse
 from hamtools.neutrino import consts as c
-from hamtools.neutrino import wire
-from hamtools.neutrino.wire import Frame, Kind, Pulse, ProtocolError
 
 CREDS = struct.Struct("3i")
 HANGUP = select.POLLHUP | select.POLLRDHUP | select.POLLERR | select.POLLNVAL
@@ -239,7 +239,7 @@ class Kernel:
         with conn.lock:
             msg_id = conn.next_msg_id
             conn.next_msg_id = msg_id % 0x7FFFFFFF + 1
-            self._client_send(conn, wire.encode(Kind.SEND, msg_id, bytes(msg)))
+            self._client_send(conn, wire.encode(wire.SEND, msg_id, bytes(msg)))
             interrupt: BaseException | None = None
             while True:
                 try:
@@ -254,16 +254,16 @@ class Kernel:
                     # signal's effect waits until the server replies or MsgErrors.
                     if interrupt is None:
                         interrupt = signal_exc
-                        self._client_send(conn, wire.encode(Kind.UNBLOCK, msg_id))
+                        self._client_send(conn, wire.encode(wire.UNBLOCK, msg_id))
                     continue
-                if frame.msg_id != msg_id or frame.kind not in (Kind.REPLY, Kind.ERROR):
+                if frame.msg_id != msg_id or frame.kind not in (wire.REPLY, wire.ERROR):
                     continue  # the late answer to an earlier send that was abandoned
                 value, data = wire.decode_status(frame)
                 if interrupt is not None:
-                    if frame.kind is Kind.ERROR:
+                    if frame.kind == wire.ERROR:
                         interrupt.__context__ = _oserror(value)
                     raise interrupt
-                if frame.kind is Kind.ERROR:
+                if frame.kind == wire.ERROR:
                     if value == c.EOK:
                         return SendResult(0, b"")
                     raise _oserror(value)
@@ -328,7 +328,7 @@ class Kernel:
                 if isinstance(item, Pulse):
                     channel.inbox.remove(item)
                     info = MsgInfo(item.pid, item.uid, item.gid, channel.chid, item.scoid,
-                                   wire.PULSE.size)
+                                   wire.PULSE_STRUCT.size)
                     return Received(0, item, info)
                 if pulses_only:
                     continue
@@ -415,14 +415,14 @@ class Kernel:
     def _dispatch(self, conn: _ServerConn, frame: Frame) -> None:
         channel = conn.channel
         with self.lock:
-            if frame.kind is Kind.SEND:
+            if frame.kind == wire.SEND:
                 channel.inbox.append(_Message(conn, frame.msg_id, frame.body))
-            elif frame.kind is Kind.PULSE:
+            elif frame.kind == wire.PULSE:
                 pulse = Pulse.unpack(frame.body)
                 pulse.pid, pulse.uid, pulse.gid = conn.pid, conn.uid, conn.gid
                 pulse.scoid = conn.scoid
                 channel.inbox.append(pulse)
-            elif frame.kind is Kind.UNBLOCK:
+            elif frame.kind == wire.UNBLOCK:
                 self._unblock(conn, frame.msg_id)
             else:  # REPLY/ERROR travel the other way only
                 self._answer(conn, wire.encode_error(frame.msg_id, errno.EBADMSG))

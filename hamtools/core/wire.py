@@ -1,4 +1,8 @@
-"""The neutrino wire format, with no I/O (in the manner of h11): frames and QNX's `_pulse`.
+"""The frame format of hamtools' sockets, with no I/O (in the manner of h11): frames and
+QNX's `_pulse`. Neutrino channels speak it, and so do ham's sockets.
+
+It imports only `errno` and `struct`: the heartbeat one-shot path uses it, and that path is
+budgeted at twice a bare interpreter start (no dataclasses, enum or socket module here).
 
 One frame is a 12-byte header and a body:
 
@@ -14,24 +18,23 @@ A pulse's body is QNX's 16-byte 32-bit `struct _pulse`:
 
 import errno
 import struct
-from dataclasses import dataclass
-from enum import IntEnum
 
 MAGIC = 0x4E51
 VERSION = 1
 HEADER = struct.Struct("=HBBiI")
-PULSE = struct.Struct("=HHb3xii")
+PULSE_STRUCT = struct.Struct("=HHb3xii")
 STATUS = struct.Struct("=i")
 MAX_BODY = 64 * 1024  # the largest message or reply; bigger ones get EMSGSIZE
 MAX_FRAME = HEADER.size + MAX_BODY
 
 
-class Kind(IntEnum):
-    SEND = 1  # client -> server: a message; the client stays blocked until REPLY or ERROR
-    REPLY = 2  # server -> client: int32 status, then the reply bytes
-    ERROR = 3  # server -> client: int32 errno (MsgError)
-    PULSE = 4  # client -> server: struct _pulse; never answered
-    UNBLOCK = 5  # client -> server: a signal hit the client blocked on msg_id; it wants out
+# Frame kinds
+SEND = 1  # client -> server: a message; the client stays blocked until REPLY or ERROR
+REPLY = 2  # server -> client: int32 status, then the reply bytes
+ERROR = 3  # server -> client: int32 errno (MsgError)
+PULSE = 4  # client -> server: struct _pulse; never answered
+UNBLOCK = 5  # client -> server: a signal hit the client blocked on msg_id; it wants out
+KIND_NAMES = {SEND: "SEND", REPLY: "REPLY", ERROR: "ERROR", PULSE: "PULSE", UNBLOCK: "UNBLOCK"}
 
 
 class ProtocolError(ValueError):
@@ -43,34 +46,50 @@ class ProtocolError(ValueError):
         self.msg_id = msg_id  # when the header was readable, the frame it belonged to
 
 
-@dataclass(frozen=True, slots=True)
 class Frame:
-    kind: Kind
-    msg_id: int
-    body: bytes = b""
+    __slots__ = ("kind", "msg_id", "body")
+
+    def __init__(self, kind: int, msg_id: int, body: bytes = b""):
+        self.kind = kind
+        self.msg_id = msg_id
+        self.body = body
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Frame) and (self.kind, self.msg_id, self.body) == (
+            other.kind, other.msg_id, other.body)
+
+    def __repr__(self) -> str:
+        return f"Frame({KIND_NAMES.get(self.kind, self.kind)}, {self.msg_id}, {self.body!r})"
 
 
-@dataclass(slots=True)
 class Pulse:
     """A received (or to-be-sent) pulse; pid/uid/gid name the sender (SO_PEERCRED)."""
 
-    code: int
-    value: int
-    scoid: int = 0
-    type: int = 0
-    subtype: int = 0
-    pid: int = 0
-    uid: int = 0
-    gid: int = 0
+    __slots__ = ("code", "value", "scoid", "type", "subtype", "pid", "uid", "gid")
+
+    def __init__(self, code: int, value: int, scoid: int = 0, type: int = 0, subtype: int = 0,
+                 pid: int = 0, uid: int = 0, gid: int = 0):
+        self.code, self.value, self.scoid = code, value, scoid
+        self.type, self.subtype = type, subtype
+        self.pid, self.uid, self.gid = pid, uid, gid
+
+    def _fields(self) -> tuple:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Pulse) and self._fields() == other._fields()
+
+    def __repr__(self) -> str:
+        return "Pulse(" + ", ".join(f"{n}={getattr(self, n)}" for n in self.__slots__) + ")"
 
     def pack(self) -> bytes:
-        return PULSE.pack(self.type, self.subtype, self.code, self.value, self.scoid)
+        return PULSE_STRUCT.pack(self.type, self.subtype, self.code, self.value, self.scoid)
 
     @classmethod
     def unpack(cls, data: bytes) -> "Pulse":
-        if len(data) != PULSE.size:
-            raise ProtocolError(f"a pulse is {PULSE.size} bytes, not {len(data)}")
-        ptype, subtype, code, value, scoid = PULSE.unpack(data)
+        if len(data) != PULSE_STRUCT.size:
+            raise ProtocolError(f"a pulse is {PULSE_STRUCT.size} bytes, not {len(data)}")
+        ptype, subtype, code, value, scoid = PULSE_STRUCT.unpack(data)
         return cls(code=code, value=value, scoid=scoid, type=ptype, subtype=subtype)
 
 
@@ -79,22 +98,22 @@ def to_int32(value: int) -> int:
     return (value + 2**31) % 2**32 - 2**31
 
 
-def encode(kind: Kind, msg_id: int, body: bytes = b"") -> bytes:
+def encode(kind: int, msg_id: int, body: bytes = b"") -> bytes:
     if len(body) > MAX_BODY:
         raise ProtocolError(f"{len(body)} bytes is over the {MAX_BODY}-byte limit", errno.EMSGSIZE)
     return HEADER.pack(MAGIC, VERSION, kind, to_int32(msg_id), len(body)) + body
 
 
 def encode_reply(msg_id: int, status: int, data: bytes = b"") -> bytes:
-    return encode(Kind.REPLY, msg_id, STATUS.pack(to_int32(status)) + bytes(data))
+    return encode(REPLY, msg_id, STATUS.pack(to_int32(status)) + bytes(data))
 
 
 def encode_error(msg_id: int, err: int) -> bytes:
-    return encode(Kind.ERROR, msg_id, STATUS.pack(err))
+    return encode(ERROR, msg_id, STATUS.pack(err))
 
 
 def encode_pulse(pulse: Pulse) -> bytes:
-    return encode(Kind.PULSE, 0, pulse.pack())
+    return encode(PULSE, 0, pulse.pack())
 
 
 def decode_status(frame: Frame) -> tuple[int, bytes]:
@@ -102,7 +121,7 @@ def decode_status(frame: Frame) -> tuple[int, bytes]:
     return STATUS.unpack_from(frame.body)[0], frame.body[STATUS.size:]
 
 
-def _parse_header(data: bytes) -> tuple[Kind, int, int]:
+def _parse_header(data: bytes) -> tuple[int, int, int]:
     magic, version, kind, msg_id, length = HEADER.unpack_from(data)
     if magic != MAGIC:
         raise ProtocolError(f"bad magic 0x{magic:04x}")
@@ -111,22 +130,21 @@ def _parse_header(data: bytes) -> tuple[Kind, int, int]:
     if length > MAX_BODY:
         raise ProtocolError(f"{length}-byte body is over the {MAX_BODY}-byte limit",
                             errno.EMSGSIZE, msg_id)
-    try:
-        return Kind(kind), msg_id, length
-    except ValueError:
-        raise ProtocolError(f"unknown frame kind {kind}", msg_id=msg_id) from None
+    if kind not in KIND_NAMES:
+        raise ProtocolError(f"unknown frame kind {kind}", msg_id=msg_id)
+    return kind, msg_id, length
 
 
-def _check_body(kind: Kind, msg_id: int, body: bytes) -> None:
+def _check_body(kind: int, msg_id: int, body: bytes) -> None:
     size = len(body)
     bad = (
-        (kind is Kind.PULSE and size != PULSE.size)
-        or (kind is Kind.ERROR and size != STATUS.size)
-        or (kind is Kind.REPLY and size < STATUS.size)
-        or (kind is Kind.UNBLOCK and size != 0)
+        (kind == PULSE and size != PULSE_STRUCT.size)
+        or (kind == ERROR and size != STATUS.size)
+        or (kind == REPLY and size < STATUS.size)
+        or (kind == UNBLOCK and size != 0)
     )
     if bad:
-        raise ProtocolError(f"{kind.name} frame with a {size}-byte body", msg_id=msg_id)
+        raise ProtocolError(f"{KIND_NAMES[kind]} frame with a {size}-byte body", msg_id=msg_id)
 
 
 def decode_datagram(data: bytes, truncated: bool = False) -> Frame:
