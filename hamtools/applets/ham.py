@@ -1,18 +1,149 @@
-"""`ham`: the High Availability Manager daemon (not built yet)."""
+"""`ham`: the High Availability Manager daemon (SPEC §3).
 
-from hamtools.core.pending import pending_main
+Options are parsed with getopt, not typer: the daemon's resident size and steady state stay
+free of the CLI library (SPEC §1).
+"""
+
+import getopt
+import grp
+import os
+import sys
+
+from hamtools.core import runtime
+from hamtools.core.errors import EXIT_USAGE, AppletError
 
 USAGE = """\
 Usage: ham [-v...] [-V N] [-d] [-f FILE] [-t none|relative|absolute|shortabs]
-           [--runtime-dir DIR] [--foreground] [--group GROUP] [--config FILE]...
-           [--watchdog DEV [--watchdog-timeout S]] [--realtime]
+           [--runtime-dir DIR] [--group GROUP] [--foreground] [--stop-entities]
 
 The High Availability Manager (QNX ham): supervises entities (spawned, adopted and
 self-attached processes), fires conditions (death, abnormal death, detach, restart, missed
 heartbeats, attach, state, raise) and runs their actions (restart, execute, waitfor,
-notify pulse/signal, heartbeat_healthy, log). Control it with `hamctl`.
+notify pulse/signal, heartbeat_healthy, log). Drive it with `hamctl` or hamtools.ham.
+
+  -v...              more verbose (each -v adds one; default verbosity 1)
+  -V N               verbosity N
+  -d                 no internal verbosity (0)
+  -f FILE            log to FILE (default stderr)
+  -t MODE            log timestamps: none, relative (default), absolute, shortabs
+  --runtime-dir DIR  sockets, state and journal (default $HAM_RUNTIME_DIR or /run/ham)
+  --group GROUP      group of the control socket (default root's)
+  --foreground       do not detach (default: detach once the sockets are up)
+  --stop-entities    on SIGTERM, stop the entities too (default: they keep running)
+
+Signals: SIGTERM stops ham; SIGHUP reloads; SIGINT, SIGQUIT, SIGPIPE, SIGUSR1/2 and SIGALRM
+are ignored. A second ham on the same runtime directory refuses to start.
 """
+
+STAMPS = ("none", "relative", "absolute", "shortabs")
 
 
 def main(argv: list[str]) -> int:
-    return pending_main("ham", USAGE, argv)
+    try:
+        opts, rest = getopt.gnu_getopt(argv, "vV:df:t:h?", [
+            "runtime-dir=", "group=", "foreground", "stop-entities", "help"])
+    except getopt.GetoptError as bad:
+        raise AppletError(f"{bad.msg} (see ham --help)", EXIT_USAGE) from None
+    if rest:
+        raise AppletError(f"unexpected argument {rest[0]!r} (see ham --help)", EXIT_USAGE)
+    settings = {"verbosity": 1, "extra": 0, "log": None, "stamps": "relative",
+                "runtime_dir": runtime.runtime_dir(), "gid": 0, "foreground": False,
+                "stop_entities": False}
+    for opt, value in opts:
+        if opt in ("-h", "-?", "--help"):
+            sys.stdout.write(USAGE)
+            return 0
+        if opt == "-v":
+            settings["extra"] += 1
+        elif opt == "-V":
+            settings["verbosity"] = _number(value, "-V")
+            settings["extra"] = 0
+        elif opt == "-d":
+            settings["verbosity"], settings["extra"] = 0, 0
+        elif opt == "-f":
+            settings["log"] = value
+        elif opt == "-t":
+            if value not in STAMPS:
+                raise AppletError(f"-t {value}: use one of {', '.join(STAMPS)}", EXIT_USAGE)
+            settings["stamps"] = value
+        elif opt == "--runtime-dir":
+            settings["runtime_dir"] = os.path.abspath(value)
+        elif opt == "--group":
+            settings["gid"] = _group(value)
+        elif opt == "--foreground":
+            settings["foreground"] = True
+        elif opt == "--stop-entities":
+            settings["stop_entities"] = True
+    settings["verbosity"] += settings.pop("extra")
+    return run(**settings)
+
+
+def _number(text: str, option: str) -> int:
+    if not text.isdigit():
+        raise AppletError(f"{option} {text}: not a number", EXIT_USAGE)
+    return int(text)
+
+
+def _group(name: str) -> int:
+    try:
+        return int(name) if name.isdigit() else grp.getgrnam(name).gr_gid
+    except KeyError:
+        raise AppletError(f"--group {name}: no such group", EXIT_USAGE) from None
+
+
+def run(*, verbosity, log, stamps, runtime_dir, gid, foreground, stop_entities) -> int:
+    ready = None if foreground else _detach()
+    from hamtools.core.loop import Loop
+    from hamtools.hamd.daemon import AlreadyRunning, Ham
+    from hamtools.hamd.hlog import HamLog
+
+    os.environ["HAM_RUNTIME_DIR"] = runtime_dir  # what ham starts finds ham
+    loop = Loop()
+    try:
+        hamlog = HamLog(loop.clock, verbosity=verbosity, path=log, stamps=stamps)
+        ham = Ham(loop, runtime_dir, hamlog, gid=gid, stop_entities=stop_entities)
+        ham.start()
+    except AlreadyRunning as busy:
+        return _fail(ready, f"cannot start: {busy}")
+    except OSError as err:
+        return _fail(ready, f"cannot start in {runtime_dir}: {err.strerror}")
+    if ready is not None:
+        os.write(ready, b"ok")
+        os.close(ready)
+    try:
+        loop.run()
+    finally:
+        ham.close()
+        loop.close()
+    return 0
+
+
+def _fail(ready: int | None, message: str) -> int:
+    if ready is None:
+        raise AppletError(message)
+    os.write(ready, message.encode())
+    os.close(ready)
+    return 1
+
+
+def _detach() -> int:
+    """Fork into the background; the parent exits once the child says it is up (or why not)."""
+    read_end, write_end = os.pipe()
+    if os.fork() > 0:
+        os.close(write_end)
+        answer = b""
+        while chunk := os.read(read_end, 4096):
+            answer += chunk
+        if answer == b"ok":
+            os._exit(0)
+        sys.stderr.write(f"ham: {answer.decode(errors='replace') or 'died while starting'}\n")
+        os._exit(1)
+    os.close(read_end)
+    os.setsid()
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    if null > 2:
+        os.close(null)
+    os.chdir("/")
+    return write_end

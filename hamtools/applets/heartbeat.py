@@ -76,4 +76,6 @@ def request(body: bytes) -> tuple[int, bytes]:
     except wire.ProtocolError as bad:
         raise AppletError(f"unreadable answer from ham: {bad}") from None
     status, reply = wire.decode_status(frame)
-    return (status, b"") if frame.kind == wire.ERROR else (0, reply)
+    if frame.kind == wire.ERROR:
+        return status, b""
+    return (-status, reply) if status < 0 else (0, reply)  # ham's failures: REPLY -errno

@@ -93,6 +93,11 @@ class Pulse:
         return cls(code=code, value=value, scoid=scoid, type=ptype, subtype=subtype)
 
 
+def channel_address(pid: int, chid: int) -> str:
+    """The abstract AF_UNIX name of neutrino channel chid of process pid (SPEC §2)."""
+    return f"\0hamtools/chan/{pid}/{chid}"
+
+
 def to_int32(value: int) -> int:
     """Wrap like C's int: QNX's sigval is 32 bits wide."""
     return (value + 2**31) % 2**32 - 2**31

@@ -25,8 +25,8 @@ Differences from QNX, by necessity:
 
 from hamtools.neutrino.consts import *  # noqa: F401,F403  (QNX's names, QNX's values)
 from hamtools.neutrino.consts import ND_LOCAL_NODE
-from hamtools.neutrino.kernel import MsgInfo, Received, SendResult, channel_address, gettid, kernel
-from hamtools.core.wire import MAX_BODY, Pulse
+from hamtools.core.wire import MAX_BODY, Pulse, channel_address
+from hamtools.neutrino.kernel import MsgInfo, Received, SendResult, gettid, kernel
 
 _NTO_SIDE_CHANNEL = 0x40000000
 

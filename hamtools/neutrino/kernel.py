@@ -30,16 +30,12 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from hamtools.core import wire
-from hamtools.core.wire import Frame, ProtocolError, Pulse
+from hamtools.core.wire import Frame, ProtocolError, Pulse, channel_address
 from hamtools.neutrino import consts as c
 
 CREDS = struct.Struct("3i")
 HANGUP = select.POLLHUP | select.POLLRDHUP | select.POLLERR | select.POLLNVAL
 SCOID_BASE = 0x40000000  # QNX's _NTO_SIDE_CHANNEL range, so scoids never look like coids
-
-
-def channel_address(pid: int, chid: int) -> str:
-    return f"\0hamtools/chan/{pid}/{chid}"
 
 
 def _oserror(err: int, detail: str = "") -> OSError:

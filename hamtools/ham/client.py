@@ -1,0 +1,66 @@
+"""A connection to ham: one SEQPACKET socket, request -> answer (hamtools.ham.protocol)."""
+
+import errno
+import os
+import socket
+
+from hamtools.core import runtime, wire
+from hamtools.ham import protocol
+
+
+class Connection:
+    """Talks to ham over its control socket when we may, else its client socket."""
+
+    def __init__(self, prefer_control: bool = True):
+        self.pid = os.getpid()
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)  # CLOEXEC by default
+        self._next_id = 1
+        paths = [runtime.control_socket(), runtime.client_socket()]
+        if not prefer_control:
+            paths.reverse()
+        last: OSError | None = None
+        for path in paths:
+            try:
+                self.sock.connect(path)
+                self.path = path
+                return
+            except PermissionError as err:
+                last = err
+            except (FileNotFoundError, ConnectionRefusedError) as err:
+                last = err
+        self.sock.close()
+        raise OSError(errno.EBADF, f"cannot connect to ham in {runtime.runtime_dir()}: "
+                                   f"{last.strerror if last else 'no socket'}")
+
+    def request(self, op: str, args: dict | None = None):
+        msg_id = self._next_id
+        self._next_id = msg_id % 0x7FFFFFFF + 1
+        try:
+            self.sock.send(wire.encode(wire.SEND, msg_id, protocol.encode_request(op, args)))
+            while True:
+                data = self.sock.recv(wire.MAX_FRAME)
+                if not data:
+                    raise OSError(errno.EBADF, "ham closed the connection")
+                frame = wire.decode_datagram(data)
+                if frame.msg_id == msg_id:
+                    break
+        except (BrokenPipeError, ConnectionResetError):
+            raise OSError(errno.EBADF, "ham went away") from None
+        except wire.ProtocolError as bad:
+            raise OSError(errno.EBADMSG, f"unreadable answer from ham: {bad}") from None
+        status, body = wire.decode_status(frame)
+        if frame.kind == wire.ERROR:
+            raise OSError(status, os.strerror(status))
+        return protocol.decode_answer(status, body)
+
+    def pulse(self, code: int, value: int = 0) -> None:
+        try:
+            self.sock.send(wire.encode_pulse(wire.Pulse(code=code, value=value)),
+                           socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
+        except BlockingIOError:
+            pass  # ham is busy: a heartbeat dropped here is as good as the next one
+        except OSError:
+            raise OSError(errno.EBADF, "ham went away") from None
+
+    def close(self) -> None:
+        self.sock.close()

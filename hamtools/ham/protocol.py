@@ -1,0 +1,62 @@
+"""Requests and answers on ham's sockets (control and client), with no I/O.
+
+Each request is one SEND frame (hamtools.core.wire) whose body is `OP SP ARGS`: ARGS is a JSON
+object, except for `heartbeat NAME`, whose argument is the bare name (the shell one-shot stays
+cheap). ham answers with a REPLY frame: status 0 and a JSON body, or status -errno and a
+one-line reason. Heartbeats on a self-attached connection are PULSE frames with code
+HBEAT_CODE (no answer), as QNX's library sends _HAMHBEATPULSECODE.
+"""
+
+import errno
+import json
+
+HBEAT_CODE = 2  # _PULSE_CODE_MINAVAIL + 2, QNX's _HAMHBEATPULSECODE
+MAX_NAME = 255
+
+
+class BadRequest(ValueError):
+    pass
+
+
+def encode_request(op: str, args: dict | None = None) -> bytes:
+    if op == "heartbeat":
+        return b"heartbeat " + str((args or {}).get("name", "")).encode()
+    return op.encode() + b" " + json.dumps(args or {}, separators=(",", ":")).encode()
+
+
+def decode_request(body: bytes) -> tuple[str, dict]:
+    op, _, rest = bytes(body).partition(b" ")
+    try:
+        op_text = op.decode("ascii")
+    except UnicodeDecodeError:
+        raise BadRequest("request name is not ASCII") from None
+    if not op_text.isidentifier():
+        raise BadRequest(f"bad request name {op_text[:40]!r}")
+    if op_text == "heartbeat":
+        try:
+            return op_text, {"name": rest.decode()}
+        except UnicodeDecodeError:
+            raise BadRequest("entity name is not UTF-8") from None
+    try:
+        args = json.loads(rest or b"{}")
+    except (ValueError, RecursionError):
+        raise BadRequest("arguments are not JSON") from None
+    if not isinstance(args, dict):
+        raise BadRequest("arguments are not a JSON object")
+    return op_text, args
+
+
+def encode_answer(data=None) -> tuple[int, bytes]:
+    return 0, b"" if data is None else json.dumps(data, separators=(",", ":")).encode()
+
+
+def encode_failure(err: int, reason: str) -> tuple[int, bytes]:
+    return -err, reason.encode()[:1000]
+
+
+def decode_answer(status: int, body: bytes):
+    """The answer's data, or raise OSError(errno, reason)."""
+    if status < 0:
+        err = -status
+        raise OSError(err, body.decode(errors="replace") or errno.errorcode.get(err, str(err)))
+    return json.loads(body) if body else None

@@ -1,0 +1,263 @@
+"""ham, wired together: one thread, one event loop, everything else is a callback.
+
+Deaths: ham is a child subreaper; SIGCHLD reaps every exited child (waitpid(-1), in a loop:
+SIGCHLD merges) with its exit status; a process ham did not start (adopted, or left running by
+an earlier ham) is watched by pidfd. A spawned process that exits 0 leaving a tagged orphan is
+followed to it (daemon()). Only then is it a death.
+
+State: loaded at start (re-adopting every entity whose (pid, start time) still runs, so a ham
+started again never starts second copies; an entity that died while no ham watched gets its
+death handled now), saved atomically a moment after changes, never on the death -> respawn
+path.
+"""
+
+import fcntl
+import os
+import signal
+
+from hamtools.core import proc
+from hamtools.hamd.engine import Engine
+from hamtools.hamd.journal import Journal
+from hamtools.hamd.launch import Launcher
+from hamtools.hamd.model import Entity
+from hamtools.hamd.ops import Requests
+from hamtools.hamd.server import Server
+from hamtools.hamd.store import Store
+from hamtools.ham import consts as q
+
+SAVE_DELAY = 0.02  # seconds: coalesce a burst of changes into one write
+IGNORED_SIGNALS = (signal.SIGINT, signal.SIGQUIT, signal.SIGPIPE, signal.SIGUSR1,
+                   signal.SIGUSR2, signal.SIGALRM)
+
+
+class AlreadyRunning(Exception):
+    pass
+
+
+class Ham:
+    def __init__(self, loop, runtime_dir: str, log, *, gid: int = 0, stop_entities: bool = False):
+        self.loop = loop
+        self.clock = loop.clock
+        self.runtime_dir = runtime_dir
+        self.log = log
+        self.stop_entities_on_term = stop_entities
+        os.makedirs(runtime_dir, mode=0o755, exist_ok=True)
+        self._lock_fd = _lock(os.path.join(runtime_dir, "ham.lock"))
+        self.store = Store(os.path.join(runtime_dir, "state.json"))
+        self.model, meta, problem = self.store.load()
+        if problem:
+            log(0, problem)
+        self.ham_failures = int(meta.get("ham_failures", 0))
+        self.started = self.clock.time()
+        self.journal = Journal(os.path.join(runtime_dir, "events.jsonl"), self.clock)
+        self.launcher = Launcher(log)
+        self.engine = Engine(self.model, loop, self.launcher, log=log,
+                             journal=self.journal.record, changed=self.changed)
+        self.engine.verbosity = log.verbosity = int(meta.get("verbosity", log.verbosity))
+        self.requests = Requests(self)
+        self.server = Server(self, runtime_dir, gid)
+        self.pidfds: dict[int, int] = {}  # pid -> pidfd, for processes that are not our children
+        self._save_timer = None
+        self.stopping = False
+
+    # ---- start and stop ---------------------------------------------------------------
+
+    def start(self) -> None:
+        proc.set_child_subreaper()
+        for signum in IGNORED_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
+        self.loop.add_signal(signal.SIGCHLD, self._reap)
+        self.loop.add_signal(signal.SIGTERM, self._on_term)
+        self.loop.add_signal(signal.SIGHUP, lambda: self.log(1, "SIGHUP: no configuration files to reload"))
+        self.server.open()
+        self._resume()
+        self._reap()
+        self.save()
+        self.log(1, f"ham started, pid {os.getpid()}, {len(self.model.entities) - 1} entities")
+
+    def _resume(self) -> None:
+        """Re-adopt what an earlier ham left running; handle deaths it did not see."""
+        missed = []
+        for entity in list(self.model.entities.values()):
+            if entity.kind in ("global", "placeholder") or entity.pid is None:
+                continue
+            entity.spawned = False  # an earlier ham's child is not ours
+            ident = proc.ProcessId(entity.pid, entity.start or 0)
+            if entity.start is not None and ident.alive():
+                self.adopt(entity)
+                if entity.heartbeat:
+                    self.engine.hb_start(entity)
+                self.log(1, f"Re-adopted {entity.name} (pid {entity.pid})")
+            else:
+                missed.append(entity)
+        for entity in missed:
+            self.log(1, f"{entity.name} (pid {entity.pid}) died while no ham watched it")
+            self.engine.entity_died(entity, None)
+
+    def _on_term(self) -> None:
+        self.log(1, "SIGTERM: stopping" + (" with the entities" if self.stop_entities_on_term else ""))
+        self.request_stop(self.stop_entities_on_term)
+
+    def request_stop(self, stop_entities: bool) -> None:
+        """ham_stop: answer first (the caller is waiting), then stop on the next turn."""
+        self.stopping = True
+        self.loop.call_later(0, lambda: self._stop(stop_entities))
+
+    def _stop(self, stop_entities: bool) -> None:
+        if stop_entities:
+            for entity in self.model.entities.values():
+                if entity.pid is not None and entity.kind != "global":
+                    proc.signal_identity(proc.ProcessId(entity.pid, entity.start or 0), signal.SIGTERM)
+                    entity.run = "stopped"
+        self.server.shutdown()
+        self.save()
+        self.loop.stop()
+
+    def close(self) -> None:
+        if self._save_timer is not None:
+            self._save_timer.cancel()
+        for pidfd in self.pidfds.values():
+            os.close(pidfd)
+        self.pidfds.clear()
+        self.launcher.close()
+        self.journal.close()
+        self.log.close()
+        os.close(self._lock_fd)
+
+    # ---- processes --------------------------------------------------------------------
+
+    def adopt(self, entity: Entity) -> None:
+        """Watch entity's process: children by SIGCHLD, anything else by pidfd."""
+        if entity.spawned or entity.pid in self.pidfds:
+            return
+        try:
+            held = proc.Process.open(entity.pid, expect=proc.ProcessId(entity.pid, entity.start or 0)
+                                     if entity.start else None)
+        except (ProcessLookupError, PermissionError):
+            self.loop.call_later(0, lambda: self._exited(entity.pid, None))
+            return
+        self.pidfds[entity.pid] = held.pidfd
+        pid = entity.pid
+        self.loop.watch_pidfd(held.pidfd, lambda: self._pidfd_fired(pid))
+
+    def forget(self, entity: Entity) -> None:
+        pidfd = self.pidfds.pop(entity.pid, None) if entity.pid else None
+        if pidfd is not None:
+            self.loop.remove_reader(pidfd)
+            os.close(pidfd)
+
+    def _pidfd_fired(self, pid: int) -> None:
+        pidfd = self.pidfds.pop(pid, None)
+        if pidfd is not None:
+            os.close(pidfd)
+        self._reap()  # it may be a child after all (re-parented to us): get its status
+        self._exited(pid, None)
+
+    def _reap(self) -> None:
+        for pid, status in proc.reap_all():
+            self._exited(pid, status)
+
+    def _exited(self, pid: int, status) -> None:
+        entity = self.model.by_pid(pid)
+        if entity is not None and (status is None or status.code == 0):
+            heir = self.launcher.find_daemon(entity, self._known_pids())
+            if heir is not None:  # it daemonized: follow the new pid, as QNX follows daemon()
+                self.log(2, f"DaemonFork o:{pid}, n:{heir} ({entity.name})")
+                entity.pid, entity.start, entity.spawned = heir, proc.start_time(heir), True
+                waiter = self.engine.exit_waiters.pop(pid, None)
+                if waiter is not None:
+                    self.engine.exit_waiters[heir] = waiter
+                self.changed()
+                return
+        if self.engine.process_exited(pid, status):
+            return
+        if entity is not None and not self.stopping:
+            self.forget(entity)
+            self.engine.entity_died(entity, status)
+        elif entity is None:
+            self.log(4, f"reaped pid {pid} ({status})")
+
+    def _known_pids(self) -> set[int]:
+        known = {e.pid for e in self.model.entities.values() if e.pid is not None}
+        return known | set(self.engine.exit_waiters)
+
+    def self_connection_lost(self, entity: Entity) -> None:
+        """A self-attached entity's connection closed without ham_detach_self: a death."""
+        if self.model.entities.get(entity.name) is entity and not self.stopping:
+            status = None
+            self.engine.entity_died(entity, status)
+
+    # ---- persistence ------------------------------------------------------------------
+
+    def changed(self) -> None:
+        if self._save_timer is None:
+            self._save_timer = self.loop.call_later(SAVE_DELAY, self.save)
+
+    def save(self) -> None:
+        self._save_timer = None
+        meta = {"ham_failures": self.ham_failures, "verbosity": self.engine.verbosity,
+                "ham_pid": os.getpid(), "saved": self.clock.time()}
+        try:
+            self.store.save(self.model, meta)
+        except OSError as err:
+            self.log(0, f"cannot save state to {self.store.path}: {err.strerror}")
+
+    def set_verbosity(self, level: int) -> None:
+        self.engine.verbosity = self.log.verbosity = level
+        self.log(0, f"Verbosity set to {level}")
+        self.changed()
+
+    # ---- status (SPEC §10) ------------------------------------------------------------
+
+    def status(self) -> dict:
+        return {
+            "ham_pid": os.getpid(),
+            "guardian_pid": None,
+            "ham_failures": self.ham_failures,
+            "verbosity": self.engine.verbosity,
+            "started": self.started,
+            "entities": [_entity_status(e) for e in self.model.entities.values()],
+        }
+
+
+def _entity_status(entity: Entity) -> dict:
+    run = entity.run
+    if entity.kind == "placeholder":
+        run = "stopped"
+    return {
+        "name": entity.name, "type": entity.kind, "pid": entity.pid, "run": run,
+        "state": entity.state,
+        "heartbeat_state": entity.hb_state if entity.heartbeat else None,
+        "restarts": entity.restarts, "deaths": entity.deaths, "enabled": entity.enabled,
+        "flags": q.flag_names(entity.flags, q.ENTITY_FLAG_NAMES),
+        "uid": entity.uid, "command": entity.argv,
+        "heartbeat": ({"period": entity.hb_period, "hpdl": entity.hpdl, "hpdh": entity.hpdh}
+                      if entity.heartbeat else None),
+        "created": entity.created, "last_death": entity.last_death, "restarted": entity.restarted,
+        "conditions": [{
+            "name": c.name, "type": q.CONDITION_NAMES[c.type],
+            "flags": q.flag_names(c.flags, q.CONDITION_FLAG_NAMES), "enabled": c.enabled,
+            "params": c.params, "fired": c.fired,
+            "actions": [{
+                "name": a.name, "kind": a.kind, "flags": q.flag_names(a.flags, q.ACTION_FLAG_NAMES),
+                "enabled": a.enabled, "params": {k: v for k, v in a.params.items() if k != "start"},
+                "runs": a.runs, "failures": a.failures,
+                "fails": [{"name": f.name, "kind": f.kind, "params": f.params} for f in a.fails.values()],
+            } for a in c.actions.values()],
+        } for c in entity.conditions.values()],
+    }
+
+
+def _lock(path: str) -> int:
+    """Hold ham.lock for our lifetime: a second ham on this runtime dir refuses to start."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip()
+        os.close(fd)
+        raise AlreadyRunning(f"already running (pid {holder or '?'})") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+

@@ -1,0 +1,156 @@
+"""ham's hands: start processes, follow daemons, kill, and deliver notify pulses and signals.
+
+Spawning: as ham's own uid through posix_spawn (fastest: ham is a big Python process, a fork
+would copy it); as another uid (a request from a non-root user runs as that user, QNX 8.0's
+rule) through fork+exec with the uid, gid and supplementary groups reset. Either way the child
+gets default signal dispositions, an empty signal mask, its own process group, and
+HAM_ENTITY=<name> in its environment: when a spawned process daemonizes (exits 0 leaving a
+child behind), ham, a child subreaper, finds the orphan carrying its entity's tag and follows
+it to the new pid, as QNX follows daemon().
+
+Notify targets are held by (pid, start time), recorded when the action was added: a target
+whose pid now names another process is not notified, and the action fails (QNX prunes it).
+"""
+
+import ctypes
+import errno
+import os
+import signal
+import socket
+import struct
+
+from hamtools.core import proc, wire
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_CREDS = struct.Struct("3i")
+# What ham ignores (SPEC §3) must not stay ignored in what it starts.
+_RESET_SIGNALS = tuple(s for s in signal.valid_signals() if s not in (signal.SIGKILL, signal.SIGSTOP))
+
+
+class _Sigval(ctypes.Union):
+    _fields_ = [("sival_int", ctypes.c_int), ("sival_ptr", ctypes.c_void_p)]
+
+
+class Launcher:
+    def __init__(self, log):
+        self.log = log
+        self.base_env = dict(os.environ)
+        self._pulse_sockets: dict[tuple[int, int], socket.socket] = {}
+
+    # ---- processes ------------------------------------------------------------------
+
+    def spawn(self, entity, argv: list[str], uid: int, gid: int) -> int:
+        """Start argv (for entity, which then holds the new pid); returns the pid."""
+        env = dict(self.base_env)
+        if entity is not None:
+            env["HAM_ENTITY"] = entity.name
+        if uid == os.geteuid():
+            child = proc.spawn(argv, env=env)
+            child.close()  # children are reaped with waitpid(-1) on SIGCHLD, not by pidfd
+            pid = child.pid
+        elif os.geteuid() != 0:
+            raise PermissionError(errno.EPERM, "ham is not root: it cannot run as another user")
+        else:
+            pid = _spawn_as(argv, env, uid, gid)
+        if entity is not None:
+            entity.pid, entity.start = pid, proc.start_time(pid)
+            entity.spawned = True
+        self.log(2, f"Started {argv[0]} as pid {pid}" + (f" for {entity.name}" if entity else ""))
+        return pid
+
+    def find_daemon(self, entity, known: set[int]) -> int | None:
+        """A child of ours (reparented to us, the subreaper) tagged HAM_ENTITY=entity.name."""
+        tag = f"HAM_ENTITY={entity.name}".encode()
+        for pid in sorted(proc.children(os.getpid())):
+            if pid in known:
+                continue
+            try:
+                with open(f"/proc/{pid}/environ", "rb") as environ:
+                    if tag in environ.read().split(b"\0"):
+                        return pid
+            except OSError:
+                continue
+        return None
+
+    def kill(self, pid: int) -> None:
+        """SIGKILL pid's process group (ham starts every child as a group leader)."""
+        for target in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
+            try:
+                target()
+                return
+            except (ProcessLookupError, PermissionError):
+                continue
+
+    # ---- notifications --------------------------------------------------------------
+
+    def notify_pulse(self, params: dict) -> bool:
+        pid, chid = params["pid"], params["chid"]
+        if not _same_process(pid, params.get("start")):
+            return False
+        key = (pid, chid)
+        data = wire.encode_pulse(wire.Pulse(code=params["code"], value=wire.to_int32(params["value"])))
+        for attempt in range(2):  # a cached connection may have died: one fresh try
+            sock = self._pulse_sockets.get(key) or self._connect(pid, chid)
+            if sock is None:
+                return False
+            try:
+                sock.send(data, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
+                return True
+            except OSError:
+                sock.close()
+                self._pulse_sockets.pop(key, None)
+        return False
+
+    def _connect(self, pid: int, chid: int) -> socket.socket | None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            sock.setblocking(False)
+            sock.connect(wire.channel_address(pid, chid))
+            owner = _CREDS.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CREDS.size))[0]
+        except OSError:
+            sock.close()
+            return None
+        if owner != pid:  # the name is free for anyone to bind: only the target's own counts
+            sock.close()
+            return None
+        # Kept open, so a target channel with _NTO_CHF_DISCONNECT is not sent a DISCONNECT
+        # pulse after every notification.
+        self._pulse_sockets[(pid, chid)] = sock
+        return sock
+
+    def notify_signal(self, params: dict) -> bool:
+        """sigqueue(pid, signum, value). QNX's `code` cannot travel: Linux lets no process
+        send another a non-negative si_code, so the receiver sees SI_QUEUE; ham logs it."""
+        pid = params["pid"]
+        if not _same_process(pid, params.get("start")):
+            return False
+        value = _Sigval(sival_int=wire.to_int32(params["value"]))
+        return _libc.sigqueue(pid, params["signum"], value) == 0
+
+    def close(self) -> None:
+        for sock in self._pulse_sockets.values():
+            sock.close()
+        self._pulse_sockets.clear()
+
+
+def _same_process(pid: int, start: int | None) -> bool:
+    now = proc.start_time(pid)
+    return now is not None and (start is None or now == start)
+
+
+def _spawn_as(argv: list[str], env: dict, uid: int, gid: int) -> int:
+    def reset_signals() -> None:  # runs in the child, between fork and exec
+        for signum in _RESET_SIGNALS:
+            try:
+                signal.signal(signum, signal.SIG_DFL)
+            except (OSError, ValueError):
+                pass
+        signal.pthread_sigmask(signal.SIG_SETMASK, ())
+
+    import subprocess  # only here: ham's resident size stays small without it
+
+    child = subprocess.Popen(argv, env=env, user=uid, group=gid, extra_groups=[],
+                             process_group=0, close_fds=True, preexec_fn=reset_signals)
+    # ham reaps every child itself (waitpid(-1) on SIGCHLD); Popen must never reap it.
+    child._child_created = False
+    return child.pid

@@ -1,0 +1,356 @@
+"""Every request ham serves, with QNX's errors and the authorisation rules of SPEC §3.
+
+Who may do what: root and ham's own uid may do anything. On the control socket (mode 0660,
+ham's group) anyone else may do anything too, but whatever ham starts for them (attach by
+command, restart, execute) runs as their uid (QNX 8.0's rule). On the client socket (0666) a
+caller that is not privileged may: self-attach and detach itself; beat, publish states and
+raise conditions for its own entities; register notifications (conditions with notify
+pulse/signal and log actions) whose targets are its own processes; add anything to, and
+control or remove items of, entities it owns; read (handles, status).
+A heartbeat for an entity comes from root, or from its uid and its own process or a
+descendant of it.
+"""
+
+import errno
+import os
+import shlex
+
+from hamtools.core import proc
+from hamtools.ham import consts as q
+from hamtools.hamd.model import (
+    GLOBAL, Action, Condition, Entity, FailAction, HamError, check_name,
+)
+
+
+def _int(args: dict, key: str, default=None) -> int:
+    value = args.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise HamError(errno.EINVAL, f"{key} must be an integer")
+    return value
+
+
+def _text(args: dict, key: str, default=None) -> str:
+    value = args.get(key, default)
+    if not isinstance(value, str):
+        raise HamError(errno.EINVAL, f"{key} must be a string")
+    return value
+
+
+def _split(line: str) -> list[str]:
+    try:
+        argv = shlex.split(line)
+    except ValueError as bad:
+        raise HamError(errno.EINVAL, f"command line: {bad}") from None
+    if not argv:
+        raise HamError(errno.EINVAL, "empty command line")
+    return argv
+
+
+def _parent(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            data = stat.read()
+        return int(data[data.rindex(b")") + 2:].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _proc_uid(pid: int) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return None
+
+
+class Requests:
+    def __init__(self, ham):
+        self.ham = ham
+        self.model = ham.model
+        self.engine = ham.engine
+
+    def handle(self, conn, op: str, args: dict):
+        method = getattr(self, f"op_{op}", None)
+        if method is None:
+            raise HamError(errno.ENOSYS, f"unknown request {op!r}")
+        return method(conn, args)
+
+    # ---- authorisation ----------------------------------------------------------------
+
+    def privileged(self, conn) -> bool:
+        return conn.uid in (0, os.geteuid())
+
+    def _may_administer(self, conn) -> bool:
+        return self.privileged(conn) or conn.control
+
+    def _owns(self, conn, entity: Entity) -> bool:
+        return self._may_administer(conn) or (entity.kind != "global" and entity.uid == conn.uid)
+
+    def _require(self, allowed: bool, what: str) -> None:
+        if not allowed:
+            raise HamError(errno.EPERM, f"not permitted: {what}")
+
+    # ---- entities ---------------------------------------------------------------------
+
+    def op_attach(self, conn, args):
+        name = check_name(args.get("name"), "entity")
+        pid, flags = _int(args, "pid", -1), _int(args, "flags", 0)
+        entity = self._claim(name, "attached", flags, conn)
+        if pid > 0:
+            ident = proc.ProcessId.of(pid)
+            if ident is None:
+                raise HamError(errno.ESRCH, f"no process {pid}")
+            self._require(self._may_administer(conn) or _proc_uid(pid) == conn.uid,
+                          f"attach process {pid} of another user")
+            entity.pid, entity.start = pid, ident.start
+            self.ham.adopt(entity)
+        else:
+            self._require(self._may_administer(conn), "attach by command on the client socket")
+            entity.argv = _split(_text(args, "line", ""))
+            try:
+                self.engine.launcher.spawn(entity, entity.argv, conn.uid, conn.gid)
+            except OSError as err:
+                raise HamError(err.errno or errno.EIO, f"{entity.argv[0]}: {err.strerror}") from None
+        return self._attached(entity)
+
+    def op_attach_self(self, conn, args):
+        name = check_name(args.get("name"), "entity")
+        hp_ns, hpdl, hpdh = _int(args, "hp", 0), _int(args, "hpdl", 0), _int(args, "hpdh", 0)
+        if hp_ns < 0 or hpdl < 0 or hpdh < 0 or (hpdl and hpdh and hpdl > hpdh):
+            raise HamError(errno.EINVAL, "heartbeat: need hp >= 0 and hpdl <= hpdh")
+        existing = self.model.entities.get(name)
+        if existing is not None and existing.kind == "self" and existing.pid == conn.pid:
+            entity = existing  # the same process again (its new connection after a restart of ham)
+        else:
+            entity = self._claim(name, "self", _int(args, "flags", 0), conn)
+        entity.pid, entity.start = conn.pid, proc.start_time(conn.pid)
+        entity.hb_period, entity.hpdl, entity.hpdh = hp_ns / 1e9, hpdl, hpdh
+        conn.self_entities[name] = entity
+        if entity.heartbeat:
+            self.engine.hb_start(entity)
+        return self._attached(entity, adopt=entity is not existing)
+
+    def _claim(self, name: str, kind: str, flags: int, conn) -> Entity:
+        """A new entity, or the placeholder of that name taken over (CONDATTACH fires)."""
+        if flags & ~q.HENTITYKEEPONDEATH:
+            raise HamError(errno.EINVAL, f"entity flags 0x{flags:x}")
+        entity = self.model.entities.get(name)
+        if entity is not None:
+            if entity.kind != "placeholder":
+                raise HamError(errno.EEXIST, f"entity {name!r} exists")
+            self._require(self._owns(conn, entity), f"take over placeholder {name!r}")
+            entity.kind, entity.flags = kind, entity.flags | flags
+            entity.attach_fires = True
+            return entity
+        entity = Entity(name, kind, flags=flags, uid=conn.uid, gid=conn.gid,
+                        created=self.ham.clock.time())
+        entity.attach_fires = False
+        self.model.add_entity(entity)
+        return entity
+
+    def _attached(self, entity: Entity, adopt: bool = True):
+        entity.run = "running"
+        if getattr(entity, "attach_fires", False):
+            entity.attach_fires = False
+            self.engine.fire(entity, q.CONDATTACH)
+        self.ham.log(2, f"Attach {entity.kind} entity: {entity.name} (pid {entity.pid})")
+        self.ham.changed()
+        return {"name": entity.name, "pid": entity.pid}
+
+    def op_entity(self, conn, args):
+        name = check_name(args.get("name"), "entity")
+        flags = _int(args, "flags", 0)
+        if flags & ~q.HENTITYKEEPONDEATH:
+            raise HamError(errno.EINVAL, f"entity flags 0x{flags:x}")
+        entity = Entity(name, "placeholder", flags=flags, uid=conn.uid, gid=conn.gid,
+                        run="stopped", created=self.ham.clock.time())
+        self.model.add_entity(entity)
+        self.ham.changed()
+        return {"name": name}
+
+    def op_detach(self, conn, args):
+        entity = self.model.entity(_text(args, "name"))
+        if entity.kind in ("self", "global"):
+            raise HamError(errno.EINVAL, f"{entity.name!r} is not an externally attached entity")
+        self._require(self._owns(conn, entity), f"detach {entity.name!r}")
+        self.engine.detached(entity)
+        self.ham.forget(entity)
+        return None
+
+    def op_detach_self(self, conn, args):
+        name = _text(args, "name")
+        entity = conn.self_entities.pop(name, None)
+        if entity is None:
+            raise HamError(errno.EINVAL, f"{name!r} is not attached through this connection")
+        self.engine.detached(entity)
+        return None
+
+    # ---- conditions, actions, fail lists ------------------------------------------------
+
+    def op_condition(self, conn, args):
+        ename, cname = self._split_path(_text(args, "path"), 2)
+        entity = self.model.entity(ename)
+        ctype, flags = _int(args, "type"), _int(args, "flags", 0)
+        params = {}
+        if ctype == q.CONDSTATE:
+            params = {"from": _int(args, "from", 0), "to": _int(args, "to", 0)}
+        elif ctype == q.CONDRAISE:
+            params = {k: _int(args, k, 0) for k in ("rtype", "rclass", "rseverity")}
+        elif flags & q.HCONDSTATEMASK:
+            raise HamError(errno.EINVAL, "state-set flags belong to CONDSTATE conditions")
+        self.model.add_condition(entity, Condition(cname, ctype, flags, params=params))
+        self.ham.changed()
+        return None
+
+    def op_action(self, conn, args):
+        ename, cname, aname = self._split_path(_text(args, "path"), 3)
+        entity, cond = self.model.entity(ename), self.model.condition(ename, cname)
+        kind, flags = _text(args, "kind"), _int(args, "flags", 0)
+        params = self._action_params(conn, entity, kind, args.get("params"))
+        action = Action(aname, kind, params, flags, uid=conn.uid, gid=conn.gid)
+        self.model.add_action(entity, cond, action)
+        if flags & q.HACTIONDONOW and kind != "waitfor":
+            self.engine.do_now(entity, cond, action)
+        self.ham.changed()
+        return None
+
+    def op_fail(self, conn, args):
+        ename, cname, aname, fname = self._split_path(_text(args, "path"), 4)
+        entity = self.model.entity(ename)
+        action = self.model.action(ename, cname, aname)
+        kind = _text(args, "kind")
+        params = self._action_params(conn, entity, kind, args.get("params"))
+        self.model.add_fail(action, FailAction(fname, kind, params))
+        self.ham.changed()
+        return None
+
+    def _action_params(self, conn, entity: Entity, kind: str, raw) -> dict:
+        if not isinstance(raw, dict):
+            raise HamError(errno.EINVAL, "params must be an object")
+        params = dict(raw)
+        if kind in ("notify_pulse", "notify_signal"):
+            target = _int(params, "pid")
+            self._require(self._may_administer(conn) or _proc_uid(target) == conn.uid
+                          or self._owns(conn, entity), f"notify process {target}")
+            params["start"] = proc.start_time(target)  # pid reuse guard
+            if kind == "notify_signal":
+                params.setdefault("code", 0)
+        elif kind != "log":
+            self._require(self._owns(conn, entity), f"add a {kind} action to {entity.name!r}")
+        if kind == "execute":
+            params.setdefault("timeout", 60)
+        if kind in ("restart", "execute"):
+            _split(_text(params, "line"))
+        if kind == "log":
+            params.setdefault("verbosity", 0)
+            params.setdefault("prefix", 0)
+        return params
+
+    def op_remove(self, conn, args):
+        parts = self._split_path(_text(args, "path"), None)
+        entity = self.model.entity(parts[0])
+        if len(parts) == 1:
+            raise HamError(errno.EINVAL, "an entity is removed by detaching it")
+        cond = self.model.condition(*parts[:2])
+        if len(parts) == 2:
+            self._require(self._owns(conn, entity), f"remove {args['path']!r}")
+            for action in cond.actions.values():
+                action.removed = True
+            del entity.conditions[cond.name]
+        else:
+            action = self.model.action(*parts[:3])
+            self._require(self._owns(conn, entity) or action.uid == conn.uid, f"remove {args['path']!r}")
+            if len(parts) == 3:
+                action.removed = True
+                del cond.actions[action.name]
+            elif action.fails.pop(parts[3], None) is None:
+                raise HamError(errno.ENOENT, f"no action-fail {args['path']!r}")
+        self.ham.changed()
+        return None
+
+    def op_control(self, conn, args):
+        path = _text(args, "path")
+        item = self.model.resolve(path)
+        command, flags = _int(args, "command"), _int(args, "flags", 0)
+        entity = self.model.entity(path.strip("/").split("/")[0])
+        if command != q.HGETFLAGS:
+            self._require(self._owns(conn, entity), f"control {path!r}")
+        result = self.model.control(item, command, flags)
+        if isinstance(item, Entity) and command in (q.HENABLE, q.HDISABLE) and item.heartbeat:
+            self.engine.hb_healthy(item) if item.enabled else self.engine._hb_stop(item)
+        self.ham.changed()
+        return {"flags": result}
+
+    def op_handle(self, conn, args):
+        self.model.resolve(_text(args, "path"))
+        return None
+
+    # ---- publishing ---------------------------------------------------------------------
+
+    def _own_entity(self, conn, name: str) -> Entity:
+        entity = self.model.entity(name)
+        if entity.kind == "global":
+            raise HamError(errno.EINVAL, "the global entity publishes nothing")
+        self._require(self.privileged(conn) or entity.uid == conn.uid, f"publish for {name!r}")
+        return entity
+
+    def op_state(self, conn, args):
+        entity = self._own_entity(conn, _text(args, "name"))
+        return {"fired": self.engine.set_state(entity, _int(args, "state"))}
+
+    def op_raise(self, conn, args):
+        entity = self._own_entity(conn, _text(args, "name"))
+        fired = self.engine.raised(entity, *(_int(args, k, 0) for k in ("rtype", "rclass", "rseverity")))
+        return {"fired": fired}
+
+    def op_heartbeat(self, conn, args):
+        name = _text(args, "name")
+        if not name and len(conn.self_entities) == 1:
+            name = next(iter(conn.self_entities))
+        entity = self.model.entity(name)
+        if not self.may_beat(conn.pid, conn.uid, entity):
+            raise HamError(errno.EPERM, f"pid {conn.pid} may not beat for {name!r}")
+        self.engine.beat(entity)
+        return None
+
+    def may_beat(self, pid: int, uid: int, entity: Entity) -> bool:
+        if uid == 0:
+            return True
+        if uid != entity.uid or entity.pid is None:
+            return False
+        for _ in range(64):  # the caller, then its ancestors
+            if pid == entity.pid:
+                return True
+            if pid <= 1:
+                return False
+            pid = _parent(pid)
+        return False
+
+    # ---- ham itself -------------------------------------------------------------------
+
+    def op_status(self, conn, args):
+        return self.ham.status()
+
+    def op_verbose(self, conn, args):
+        op, value = _int(args, "op", q.VERBOSE_GET), _int(args, "value", 0)
+        if value < 0 or op not in (q.VERBOSE_SET_INCR, q.VERBOSE_SET_DECR, q.VERBOSE_SET, q.VERBOSE_GET):
+            raise HamError(errno.EINVAL, "bad verbosity request")
+        if op != q.VERBOSE_GET:
+            self._require(self._may_administer(conn), "change ham's verbosity")
+            step = value or 1
+            level = {q.VERBOSE_SET_INCR: self.engine.verbosity + step,
+                     q.VERBOSE_SET_DECR: max(0, self.engine.verbosity - step),
+                     q.VERBOSE_SET: value}[op]
+            self.ham.set_verbosity(level)
+        return {"verbosity": self.engine.verbosity}
+
+    def op_stop(self, conn, args):
+        self._require(self._may_administer(conn), "stop ham")
+        self.ham.request_stop(bool(args.get("stop_entities", False)))
+        return None
+
+    @staticmethod
+    def _split_path(path: str, parts: int | None) -> list[str]:
+        names = path.strip("/").split("/")
+        if (parts is not None and len(names) != parts) or not 1 <= len(names) <= 4:
+            raise HamError(errno.EINVAL, f"bad path {path!r}")
+        return [GLOBAL if n in ("*", GLOBAL) else n for n in names]

@@ -1,0 +1,154 @@
+"""ham's two sockets: `control` (0660, ham's group) and `client` (0666), AF_UNIX SEQPACKET.
+
+Each peer is known by SO_PEERCRED from the moment it connects; every datagram is one frame
+(hamtools.core.wire), size-bounded by the kernel (a bigger one arrives truncated and is
+answered EMSGSIZE), decoded and validated before anything acts on it. A malformed request gets
+an error answer and nothing else happens; a peer that stalls (never reads its answers) is
+dropped; the number of peers is bounded.
+"""
+
+import errno
+import os
+import socket
+import struct
+
+from hamtools.core import wire
+from hamtools.ham import protocol
+from hamtools.hamd.model import HamError
+
+CREDS = struct.Struct("3i")
+MAX_PEERS = 1024
+BURST = 64  # datagrams read from one peer per wakeup, so one flooder cannot starve others
+
+
+class Conn:
+    __slots__ = ("sock", "pid", "uid", "gid", "control", "self_entities")
+
+    def __init__(self, sock, pid, uid, gid, control):
+        self.sock, self.pid, self.uid, self.gid, self.control = sock, pid, uid, gid, control
+        self.self_entities = {}  # name -> Entity attached through this connection
+
+
+class Server:
+    def __init__(self, ham, runtime_dir: str, gid: int):
+        self.ham = ham
+        self.loop = ham.loop
+        self.runtime_dir = runtime_dir
+        self.gid = gid
+        self.listeners: list[socket.socket] = []
+        self.conns: dict[int, Conn] = {}
+
+    def open(self) -> None:
+        for name, mode, control in (("control", 0o660, True), ("client", 0o666, False)):
+            path = os.path.join(self.runtime_dir, name)
+            try:
+                os.unlink(path)  # ours from an earlier run: the lock says nobody else is up
+            except FileNotFoundError:
+                pass
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            listener.bind(path)
+            os.chmod(path, mode)
+            os.chown(path, -1, self.gid)
+            listener.listen(128)
+            listener.setblocking(False)
+            self.listeners.append(listener)
+            self.loop.add_reader(listener.fileno(), lambda l=listener, c=control: self._accept(l, c))
+
+    def _accept(self, listener: socket.socket, control: bool) -> None:
+        while True:
+            try:
+                sock, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as err:  # EMFILE...: leave the rest in the backlog
+                self.ham.log(1, f"accept: {err.strerror}")
+                return
+            if len(self.conns) >= MAX_PEERS:
+                sock.close()
+                self.ham.log(1, "too many peers: refusing a connection")
+                continue
+            pid, uid, gid = CREDS.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, CREDS.size))
+            sock.setblocking(False)
+            conn = Conn(sock, pid, uid, gid, control)
+            self.conns[sock.fileno()] = conn
+            self.loop.add_reader(sock.fileno(), lambda c=conn: self._readable(c))
+
+    def _readable(self, conn: Conn) -> None:
+        for _ in range(BURST):
+            try:
+                data, _, flags, _ = conn.sock.recvmsg(wire.MAX_FRAME)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data, flags = b"", 0
+            if not data:
+                self.close(conn)
+                return
+            try:
+                frame = wire.decode_datagram(data, bool(flags & socket.MSG_TRUNC))
+            except wire.ProtocolError as bad:
+                self.ham.log(3, f"bad frame from pid {conn.pid}: {bad}")
+                self._send(conn, wire.encode_error(bad.msg_id, bad.errno))
+                continue
+            if frame.kind == wire.SEND:
+                self._request(conn, frame)
+            elif frame.kind == wire.PULSE:
+                self._pulse(conn, frame)
+            else:
+                self._send(conn, wire.encode_error(frame.msg_id, errno.EBADMSG))
+            if conn.sock.fileno() < 0:
+                return
+
+    def _request(self, conn: Conn, frame: wire.Frame) -> None:
+        try:
+            op, args = protocol.decode_request(frame.body)
+            status, body = protocol.encode_answer(self.ham.requests.handle(conn, op, args))
+        except protocol.BadRequest as bad:
+            status, body = protocol.encode_failure(errno.EINVAL, str(bad))
+        except HamError as refused:
+            status, body = protocol.encode_failure(refused.errno, refused.strerror)
+        except Exception as bug:  # the daemon survives any message
+            self.ham.log(0, f"internal error serving pid {conn.pid}: {type(bug).__name__}: {bug}")
+            status, body = protocol.encode_failure(errno.EIO, "internal error in ham")
+        self._send(conn, wire.encode_reply(frame.msg_id, status, body[:wire.MAX_BODY - 4]))
+
+    def _pulse(self, conn: Conn, frame: wire.Frame) -> None:
+        pulse = wire.Pulse.unpack(frame.body)
+        if pulse.code == protocol.HBEAT_CODE:
+            for entity in conn.self_entities.values():
+                self.ham.engine.beat(entity)
+
+    def _send(self, conn: Conn, data: bytes) -> None:
+        try:
+            conn.sock.send(data, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
+        except BlockingIOError:
+            self.ham.log(1, f"pid {conn.pid} does not read its answers: dropping it")
+            self.close(conn)
+        except OSError:
+            self.close(conn)
+
+    def close(self, conn: Conn) -> None:
+        fd = conn.sock.fileno()
+        if fd < 0:
+            return
+        self.loop.remove_reader(fd)
+        self.conns.pop(fd, None)
+        conn.sock.close()
+        for entity in conn.self_entities.values():
+            self.ham.self_connection_lost(entity)
+        conn.self_entities.clear()
+
+    def shutdown(self) -> None:
+        for conn in list(self.conns.values()):
+            self.loop.remove_reader(conn.sock.fileno())
+            conn.sock.close()
+        self.conns.clear()
+        for listener in self.listeners:
+            path = listener.getsockname()
+            self.loop.remove_reader(listener.fileno())
+            listener.close()
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        self.listeners.clear()
