@@ -1,0 +1,75 @@
+"""Small real servers for the sockmon tests (run as a program, never imported by pytest).
+
+    python sockmon_servers.py unix PATH [--seqpacket] [--idle-close SECS] [--close-at-once]
+    python sockmon_servers.py tcp PORTFILE [--idle-close SECS]
+
+Prints "ready" once listening. SIGTERM makes it close everything and exit 0 (a clean exit);
+SIGKILL is the crash. --idle-close closes each connection after SECS without traffic, the way
+servers drop idle clients; --close-at-once closes every connection as soon as it is accepted.
+Each accepted connection is counted in PATH.count / PORTFILE.count (one line each).
+"""
+
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+
+
+def main(argv: list[str]) -> int:
+    kind, where, *options = argv
+    idle = float(options[options.index("--idle-close") + 1]) if "--idle-close" in options else None
+    at_once = "--close-at-once" in options
+    if kind == "unix":
+        sock_type = socket.SOCK_SEQPACKET if "--seqpacket" in options else socket.SOCK_STREAM
+        listener = socket.socket(socket.AF_UNIX, sock_type)
+        try:
+            os.unlink(where)
+        except FileNotFoundError:
+            pass
+        listener.bind(where)
+    else:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        with open(where + ".tmp", "w") as handle:
+            handle.write(str(listener.getsockname()[1]))
+        os.replace(where + ".tmp", where)
+    listener.listen(16)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    selector = selectors.DefaultSelector()
+    selector.register(listener, selectors.EVENT_READ)
+    opened: dict[socket.socket, float] = {}
+    print("ready", flush=True)
+    while True:
+        timeout = None
+        if idle is not None and opened:
+            timeout = max(0.0, min(opened.values()) + idle - time.monotonic())
+        for key, _ in selector.select(timeout):
+            if key.fileobj is listener:
+                conn, _ = listener.accept()
+                with open(where + ".count", "a") as count:
+                    count.write("1\n")
+                if at_once:
+                    conn.close()
+                    continue
+                opened[conn] = time.monotonic()
+                selector.register(conn, selectors.EVENT_READ)
+            else:
+                data = key.fileobj.recv(4096)
+                if not data:
+                    selector.unregister(key.fileobj)
+                    del opened[key.fileobj]
+                    key.fileobj.close()
+        if idle is not None:
+            now = time.monotonic()
+            for conn, since in list(opened.items()):
+                if now - since >= idle:
+                    selector.unregister(conn)
+                    del opened[conn]
+                    conn.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
