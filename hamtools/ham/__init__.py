@@ -396,8 +396,9 @@ def ham_action_fail_remove(ahdl: Handle, aname: str, flags: int = 0) -> None:
 
 # ---- ham itself -------------------------------------------------------------------------
 
-def ham_stop() -> None:
-    _call("stop")
+def ham_stop(*, stop_entities: bool = False) -> None:
+    """Stop ham. stop_entities (a hamtools extension) stops the monitored processes too."""
+    _call("stop", {"stop_entities": stop_entities})
 
 
 def ham_stop_nd(nd: int) -> None:

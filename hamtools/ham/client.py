@@ -29,8 +29,9 @@ class Connection:
             except (FileNotFoundError, ConnectionRefusedError) as err:
                 last = err
         self.sock.close()
-        raise OSError(errno.EBADF, f"cannot connect to ham in {runtime.runtime_dir()}: "
-                                   f"{last.strerror if last else 'no socket'}")
+        if isinstance(last, PermissionError):
+            raise OSError(errno.EACCES, f"ham's sockets in {runtime.runtime_dir()}: permission denied")
+        raise OSError(errno.EBADF, f"ham is not running (no socket in {runtime.runtime_dir()})")
 
     def request(self, op: str, args: dict | None = None):
         msg_id = self._next_id

@@ -44,9 +44,12 @@ class FailAction:
     name: str
     kind: str
     params: dict
+    uid: int = 0  # whoever added it: its execute runs as this uid
+    gid: int = 0
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "kind": self.kind, "params": self.params}
+        return {"name": self.name, "kind": self.kind, "params": self.params, "uid": self.uid,
+                "gid": self.gid}
 
 
 @dataclass
@@ -71,7 +74,8 @@ class Action:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Action":
-        fails = {f["name"]: FailAction(f["name"], f["kind"], dict(f["params"]))
+        fails = {f["name"]: FailAction(f["name"], f["kind"], dict(f["params"]), int(f.get("uid", 0)),
+                                       int(f.get("gid", 0)))
                  for f in data.get("fails", [])}
         return cls(data["name"], data["kind"], dict(data["params"]), int(data["flags"]),
                    bool(data["enabled"]), int(data["uid"]), int(data["gid"]), fails,

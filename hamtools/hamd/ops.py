@@ -219,7 +219,7 @@ class Requests:
         action = self.model.action(ename, cname, aname)
         kind = _text(args, "kind")
         params = self._action_params(conn, entity, kind, args.get("params"))
-        self.model.add_fail(action, FailAction(fname, kind, params))
+        self.model.add_fail(action, FailAction(fname, kind, params, conn.uid, conn.gid))
         self.ham.changed()
         return None
 

@@ -1,0 +1,104 @@
+"""A real ham per test, in a private runtime directory, and helpers to watch what it does."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+class HamRunner:
+    def __init__(self, runtime_dir, extra_args=()):
+        self.dir = str(runtime_dir)
+        self.log = os.path.join(self.dir, "ham.log")
+        self.extra_args = list(extra_args)
+        self.proc = None
+
+    def env(self, **more) -> dict:
+        return dict(os.environ, PYTHONPATH=str(ROOT), HAM_RUNTIME_DIR=self.dir, **more)
+
+    def start(self) -> "HamRunner":
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "hamtools", "ham", "--foreground", "-V", "4", "-f", self.log,
+             "--runtime-dir", self.dir, *self.extra_args], env=self.env(), cwd=ROOT)
+        deadline = time.monotonic() + 10
+        while not os.path.exists(os.path.join(self.dir, "client")):
+            assert self.proc.poll() is None, f"ham exited {self.proc.returncode}: {self.read_log()}"
+            assert time.monotonic() < deadline, "ham did not come up"
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def read_log(self) -> str:
+        try:
+            with open(self.log) as log:
+                return log.read()
+        except FileNotFoundError:
+            return ""
+
+    def events(self) -> list[dict]:
+        with open(os.path.join(self.dir, "events.jsonl")) as journal:
+            return [json.loads(line) for line in journal]
+
+    def python(self, code: str, *args, **kw) -> subprocess.Popen:
+        """A client process with hamtools importable and this ham's runtime dir."""
+        return subprocess.Popen([sys.executable, "-c", code, *map(str, args)], env=self.env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def wait_for(predicate, timeout=10.0, interval=0.01, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def entity_status(name):
+    from hamtools.ham import ham_status
+
+    return next((e for e in ham_status()["entities"] if e["name"] == name), None)
+
+
+def kill_leftovers(pids):
+    for pid in pids:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.fixture
+def ham(tmp_path, monkeypatch):
+    os.makedirs(tmp_path / "run", exist_ok=True)
+    runner = HamRunner(tmp_path / "run").start()
+    monkeypatch.setenv("HAM_RUNTIME_DIR", runner.dir)
+    spawned = set()
+    runner.spawned = spawned
+    yield runner
+    try:
+        from hamtools.ham import ham_status
+
+        spawned |= {e["pid"] for e in ham_status()["entities"] if e["pid"]}
+    except OSError:
+        pass
+    runner.stop()
+    kill_leftovers(spawned)
