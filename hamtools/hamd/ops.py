@@ -94,22 +94,27 @@ class Requests:
     def op_attach(self, conn, args):
         name = check_name(args.get("name"), "entity")
         pid, flags = _int(args, "pid", -1), _int(args, "flags", 0)
-        entity = self._claim(name, "attached", flags, conn)
+        # Everything is checked before the model changes: a refused attach leaves no trace.
         if pid > 0:
             ident = proc.ProcessId.of(pid)
             if ident is None:
                 raise HamError(errno.ESRCH, f"no process {pid}")
             self._require(self._may_administer(conn) or _proc_uid(pid) == conn.uid,
                           f"attach process {pid} of another user")
+        else:
+            self._require(self._may_administer(conn), "attach by command on the client socket")
+            argv = _split(_text(args, "line", ""))
+        entity = self._claim(name, "attached", flags, conn)
+        if pid > 0:
             entity.pid, entity.start = pid, ident.start
             self.ham.adopt(entity)
         else:
-            self._require(self._may_administer(conn), "attach by command on the client socket")
-            entity.argv = _split(_text(args, "line", ""))
+            entity.argv = argv
             try:
-                self.engine.launcher.spawn(entity, entity.argv, conn.uid, conn.gid)
+                self.engine.launcher.spawn(entity, argv, conn.uid, conn.gid)
             except OSError as err:
-                raise HamError(err.errno or errno.EIO, f"{entity.argv[0]}: {err.strerror}") from None
+                self._unclaim(entity)
+                raise HamError(err.errno or errno.EIO, f"{argv[0]}: {err.strerror}") from None
         return self._attached(entity)
 
     def op_attach_self(self, conn, args):
@@ -146,6 +151,12 @@ class Requests:
         entity.attach_fires = False
         self.model.add_entity(entity)
         return entity
+
+    def _unclaim(self, entity: Entity) -> None:
+        if getattr(entity, "attach_fires", False):  # it was a placeholder: it stays one
+            entity.kind, entity.attach_fires, entity.argv = "placeholder", False, None
+        else:
+            self.model.entities.pop(entity.name, None)
 
     def _attached(self, entity: Entity, adopt: bool = True):
         entity.run = "running"

@@ -1,0 +1,225 @@
+"""ham against a second user and against malformed input (SPEC §3 Security).
+
+The second uid is created here (useradd); its processes run Debian's /usr/bin/python3, since
+the default interpreter may live in root's 0700 home, with a world-readable copy of hamtools.
+"""
+
+import errno
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import textwrap
+
+import pytest
+
+from hamtools.core import wire
+from hamtools.ham import protocol
+from tests.conftest import ROOT
+from tests.hamfix import HamRunner, kill_leftovers, wait_for
+
+USER = "hamtest"
+PYTHON = "/usr/bin/python3"
+
+
+@pytest.fixture(scope="module")
+def second_user():
+    if os.geteuid() != 0:
+        pytest.skip("creating a second uid needs root (CI runs as root)")
+    if not os.path.exists(PYTHON):
+        pytest.skip(f"{PYTHON} is missing: install Debian's python3")
+    try:
+        pwd.getpwnam(USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                        "--user-group", USER], check=True)
+    return pwd.getpwnam(USER)
+
+
+@pytest.fixture
+def open_ham(second_user, monkeypatch, request):
+    """ham in a directory the second user can reach; `group=True` gives it the control socket."""
+    top = tempfile.mkdtemp(prefix="ham-sec.")
+    os.chmod(top, 0o755)
+    lib = os.path.join(top, "lib")
+    shutil.copytree(ROOT / "hamtools", os.path.join(lib, "hamtools"),
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    run_dir = os.path.join(top, "run")
+    os.mkdir(run_dir)
+    extra = ["--group", USER] if getattr(request, "param", False) else []
+    runner = HamRunner(run_dir, extra).start()
+    runner.lib = lib
+    monkeypatch.setenv("HAM_RUNTIME_DIR", run_dir)
+    yield runner
+    from hamtools.ham import ham_status
+
+    try:
+        pids = {e["pid"] for e in ham_status()["entities"] if e["pid"]}
+    except OSError:
+        pids = set()
+    runner.stop()
+    kill_leftovers(pids)
+    shutil.rmtree(top, ignore_errors=True)
+
+
+def as_user(runner, user, code: str, timeout=20) -> subprocess.CompletedProcess:
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": runner.lib, "HAM_RUNTIME_DIR": runner.dir}
+    return subprocess.run([PYTHON, "-c", textwrap.dedent(code)], env=env, user=user.pw_uid,
+                          group=user.pw_gid, extra_groups=[], capture_output=True, text=True,
+                          timeout=timeout, cwd="/")
+
+
+TRY = """
+import errno, os, sys
+from hamtools.ham import *
+def attempt(label, call):
+    try:
+        call()
+        print(label, "ok")
+    except OSError as err:
+        print(label, errno.errorcode.get(err.errno, err.errno))
+"""
+
+
+def results(done) -> dict:
+    assert done.returncode == 0, done.stderr
+    return dict(line.split(" ", 1) for line in done.stdout.splitlines())
+
+
+def test_second_user_on_the_client_socket(open_ham, second_user):
+    from hamtools.ham import (CONDDEATH, ND_LOCAL_NODE, ham_attach, ham_condition, ham_status)
+
+    root_svc = ham_attach("rootsvc", ND_LOCAL_NODE, -1, "/bin/sleep 600", 0)
+    ham_condition(root_svc, CONDDEATH, "death", 0)
+    done = as_user(open_ham, second_user, TRY + """
+e = None
+def self_attach():
+    global e
+    e = ham_attach_self("mine", 0, 0, 0, 0)
+attempt("attach_self", self_attach)
+attempt("state_own", lambda: ham_entity_condition_state(e, 3, 0))
+attempt("spawn", lambda: ham_attach("evil", 0, -1, "/bin/sleep 600", 0))
+attempt("adopt_root", lambda: ham_attach("pid1", 0, 1, None, 0))
+attempt("stop", lambda: ham_stop())
+attempt("verbose_set", lambda: ham_verbose(None, VERBOSE_SET, 9))
+attempt("verbose_get", lambda: ham_verbose(None, VERBOSE_GET, 0))
+attempt("state_root", lambda: ham_entity_condition_state(ham_entity_handle(0, "rootsvc", 0), 3, 0))
+c = ham_condition_handle(0, "rootsvc", "death", 0)
+attempt("notify_self", lambda: ham_action_notify_pulse(c, "tellme", 0, os.getpid(), 1, 1, 1, 0))
+attempt("notify_root", lambda: ham_action_notify_signal(c, "killinit", 0, 1, 9, 0, 0, 0))
+attempt("restart_root", lambda: ham_action_restart(ham_condition(ham_entity_handle(0, "rootsvc", 0), CONDABNORMALDEATH, "x", 0), "r", "/bin/sh", 0))
+attempt("control_root", lambda: ham_entity_control(ham_entity_handle(0, "rootsvc", 0), HDISABLE, 0))
+attempt("remove_root", lambda: ham_condition_remove(c, 0))
+""")
+    got = results(done)
+    assert got == {
+        "attach_self": "ok", "state_own": "ok", "spawn": "EPERM", "adopt_root": "EPERM",
+        "stop": "EPERM", "verbose_set": "EPERM", "verbose_get": "ok", "state_root": "EPERM",
+        "notify_self": "ok", "notify_root": "EPERM", "restart_root": "EPERM",
+        "control_root": "EPERM", "remove_root": "EPERM",
+    }
+    entities = {e["name"]: e for e in ham_status()["entities"]}
+    assert "evil" not in entities and entities["rootsvc"]["enabled"]
+    assert [a["name"] for a in entities["rootsvc"]["conditions"][0]["actions"]] == ["tellme"]
+
+
+def test_heartbeats_only_from_the_entitys_own_processes(open_ham, second_user):
+    from hamtools.ham import ND_LOCAL_NODE, ham_attach_self, ham_detach_self
+
+    mine = ham_attach_self("rootworker", 10**9, 3, 5, 0)
+    try:
+        done = as_user(open_ham, second_user, """
+import subprocess, sys
+beat = subprocess.run([sys.executable, "-m", "hamtools", "heartbeat", "rootworker"],
+                      capture_output=True, text=True)
+print(beat.returncode, beat.stderr.strip())
+""")
+        code, message = done.stdout.strip().split(" ", 1)
+        assert code == "1" and message == "heartbeat: rootworker: not authorised to beat for this entity"
+    finally:
+        ham_detach_self(mine, 0)
+
+
+@pytest.mark.parametrize("open_ham", [True], indirect=True)
+def test_control_socket_runs_requests_as_the_callers_uid(open_ham, second_user):
+    from hamtools.ham import ham_status
+
+    done = as_user(open_ham, second_user, TRY + """
+attempt("spawn", lambda: ham_attach("theirs", 0, -1, "/bin/sleep 600", 0))
+""")
+    assert results(done) == {"spawn": "ok"}
+    pid = wait_for(lambda: next(e["pid"] for e in ham_status()["entities"] if e["name"] == "theirs"))
+    with open(f"/proc/{pid}/status") as status:
+        fields = dict(line.split(":", 1) for line in status)
+    assert fields["Uid"].split()[0] == str(second_user.pw_uid)
+    assert fields["Gid"].split()[0] == str(second_user.pw_gid)
+    assert fields["Groups"].split() in ([], [str(second_user.pw_gid)])  # root's groups gone
+
+
+# ---- malformed input ------------------------------------------------------------------------
+
+@pytest.fixture
+def raw(open_ham):
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    sock.connect(os.path.join(open_ham.dir, "control"))
+    sock.settimeout(10)
+    yield sock
+    sock.close()
+
+
+def answer(sock, body: bytes, msg_id=1):
+    sock.send(wire.encode(wire.SEND, msg_id, body))
+    frame = wire.decode_datagram(sock.recv(wire.MAX_FRAME))
+    status, data = wire.decode_status(frame)
+    return frame.kind, status, data
+
+
+@pytest.mark.parametrize("body,err", [
+    (b"", errno.EINVAL), (b"\xff\xfe", errno.EINVAL), (b"status [1,2]", errno.EINVAL),
+    (b"attach {not json", errno.EINVAL), (b"frobnicate {}", errno.ENOSYS),
+    (b'attach {"name": 5}', errno.EINVAL), (b'attach {"name": "x", "pid": "7"}', errno.EINVAL),
+    (b'condition {"path": "a/b/c", "type": 1}', errno.EINVAL),
+    (b'action {"path": "e/c/a", "kind": "restart", "params": []}', errno.ENOENT),
+    (b"status " + b"[" * 60000, errno.EINVAL),  # JSON nested past the recursion limit
+    (b'heartbeat \xff', errno.EINVAL),
+])
+def test_malformed_requests_get_errors(raw, body, err):
+    kind, status, _ = answer(raw, body)
+    assert kind == wire.REPLY and status == -err
+    assert answer(raw, protocol.encode_request("status"))[1] == 0  # and ham goes on
+
+
+def test_bad_frames_and_oversized_datagrams(raw):
+    raw.send(b"garbage that is no frame")
+    frame = wire.decode_datagram(raw.recv(100))
+    assert frame.kind == wire.ERROR and wire.decode_status(frame)[0] == errno.EBADMSG
+    raw.send(wire.HEADER.pack(wire.MAGIC, 1, wire.SEND, 5, 0) + b"x" * (wire.MAX_FRAME + 4096))
+    frame = wire.decode_datagram(raw.recv(100))
+    assert (frame.msg_id, wire.decode_status(frame)[0]) == (5, errno.EMSGSIZE)
+    raw.send(wire.encode_pulse(wire.Pulse(code=77, value=1)))  # a stray pulse: ignored
+    assert answer(raw, protocol.encode_request("status"))[1] == 0
+
+
+def test_peers_that_vanish_or_stall_do_not_hurt_ham(open_ham):
+    path = os.path.join(open_ham.dir, "control")
+    for _ in range(20):  # disconnect mid-request
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        sock.connect(path)
+        sock.send(wire.encode(wire.SEND, 1, protocol.encode_request("status")))
+        sock.close()
+    staller = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    staller.connect(path)
+    staller.setblocking(False)
+    request = wire.encode(wire.SEND, 1, protocol.encode_request("status"))
+    try:
+        for _ in range(5000):  # never reads an answer: ham drops it once its buffer is full
+            staller.send(request)
+    except (BlockingIOError, BrokenPipeError, ConnectionResetError):
+        pass
+    from hamtools.ham import ham_status
+
+    assert ham_status()["ham_pid"] == open_ham.proc.pid
+    assert open_ham.proc.poll() is None
+    staller.close()
