@@ -145,12 +145,11 @@ def test_install_usage(capsys):
     assert code == 2 and "usage: hamtools --install [-s] DIR" in err
 
 
-@pytest.mark.parametrize("applet", ["ham", "hamctl"])
-def test_unbuilt_applets_say_so_truthfully(capsys, applet):
-    code, out, _ = run(["hamtools", applet, "--help"], capsys)
-    assert code == 0 and "not built yet" in out
-    code, _, err = run(["hamtools", applet], capsys)
-    assert code == 1 and err == f"{applet}: not built yet in this version (see `hamtools --help {applet}`)\n"
+def test_ham_options_are_checked_before_anything_starts(capsys):
+    code, _, err = run(["ham", "-t", "sideways"], capsys)
+    assert code == 2 and err.startswith("ham: -t sideways: use one of none, relative")
+    code, _, err = run(["ham", "--bogus"], capsys)
+    assert code == 2 and "option --bogus not recognized" in err
 
 
 def test_python_dash_m(tmp_path):

@@ -108,10 +108,11 @@ def test_a_server_that_ignores_unblock_keeps_the_client_blocked(spawn_zip):
     assert out == "Client: MsgSend returned: No such process (the server is gone)\n"
 
 
-def test_listen_says_it_needs_ham(run_zip):
-    done = run_zip("pulsedemo", "listen")
-    assert (done.returncode, done.stderr) == (
-        1, "pulsedemo: listen: needs ham, which is not built yet in this version\n")
+def test_listen_without_ham_says_so(run_zip, tmp_path):
+    done = run_zip("pulsedemo", "listen", env={"HAM_RUNTIME_DIR": str(tmp_path / "none")})
+    assert done.returncode == 3
+    assert done.stderr == (f"pulsedemo: registering with ham: ham is not running "
+                           f"(no socket in {tmp_path / 'none'})\n")
 
 
 def test_client_of_a_missing_server_is_a_one_line_error(run_zip):

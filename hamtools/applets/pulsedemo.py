@@ -13,7 +13,6 @@ import time
 
 from hamtools.core import cli
 from hamtools.core.errors import AppletError
-from hamtools.core.pending import pending_main
 from hamtools.neutrino import (
     _NTO_CHF_COID_DISCONNECT,
     _NTO_CHF_DISCONNECT,
@@ -234,20 +233,69 @@ def _describe_status(status: int) -> str:
     return f"exit code {os.WEXITSTATUS(status)}"
 
 
-LISTEN_USAGE = """\
-Usage: pulsedemo listen [NAME]
+# The seed 002 client's pulse codes (_PULSE_CODE_MINAVAIL + n) and signal.
+PCODEINETDDEATH, PCODEINETDDETACH, PCODENFSDELAYED, PCODEINETDRESTART1, PCODEINETDRESTART2 = 1, 2, 3, 4, 5
+LISTEN_MESSAGES = {
+    PCODEINETDDEATH: "Inetd Death Pulse",
+    PCODENFSDELAYED: "Fs-nfs2 died: this is the possibly delayed pulse",
+    PCODEINETDDETACH: "Inetd detached, so quitting",
+    PCODEINETDRESTART1: "Inetd Restart Pulse: Immediate",
+    PCODEINETDRESTART2: "Inetd Restart Pulse: Delayed",
+}
 
-The seed 002 client: attaches to ham, asks for notify pulses and signals on the death,
-detach and restart of NAME, and prints each with its value.
-"""
 
+@app.command("listen")
+def listen(
+    inetd: str = cli.typer.Option("inetd", help="the entity watched by pulses (needs its 'death' condition)"),
+    nfs: str = cli.typer.Option("Fs-nfs2", help="the entity watched by a signal (needs its 'Death' condition)"),
+    delay: int = cli.typer.Option(6532, min=1, metavar="MS", help="the waitfor between the two restart pulses"),
+):
+    """The seed 002 client: HAM notify pulses on inetd's death, detach and restart (immediate and
+    delayed), and a SIGRTMIN+1 with value 18 on Fs-nfs2's death, printed as they arrive."""
+    from hamtools import ham as h
+    from hamtools.core.sigvalue import SignalReceiver
 
-@app.command("listen", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-def listen(ctx: cli.typer.Context):
-    """Receive HAM notify pulses and signals and print them (needs ham: not built yet)."""
-    if ctx.args:
-        pending_main("pulsedemo listen", LISTEN_USAGE, ctx.args)
-    raise AppletError("listen: needs ham, which is not built yet in this version")
+    mysig = signal.SIGRTMIN + 1
+    receiver = SignalReceiver([mysig])  # blocked before any thread starts: they inherit it
+    chid = ChannelCreate(0)
+    pid, value, fsnfs_value = os.getpid(), 13, 18
+    rearm = h.HREARMAFTERRESTART
+    try:
+        h.ham_connect(0)
+        chdl = h.ham_condition_handle(ND_LOCAL_NODE, inetd, "death", 0)
+        h.ham_action_notify_pulse(chdl, "notifypulsedeath", ND_LOCAL_NODE, pid, chid, PCODEINETDDEATH, value, rearm)
+        ehdl = h.ham_entity_handle(ND_LOCAL_NODE, inetd, 0)
+        chdl = h.ham_condition(ehdl, h.CONDDETACH, "detach", rearm)
+        h.ham_action_notify_pulse(chdl, "notifypulsedetach", ND_LOCAL_NODE, pid, chid, PCODEINETDDETACH, value, rearm)
+        ehdl = h.ham_entity_handle(ND_LOCAL_NODE, nfs, 0)
+        chdl = h.ham_condition(ehdl, h.CONDDEATH, "DeathSep", h.HCONDINDEPENDENT | rearm)
+        h.ham_action_notify_signal(chdl, "notifysignaldeath", ND_LOCAL_NODE, pid, mysig, 0, fsnfs_value, rearm)
+        chdl = h.ham_condition_handle(ND_LOCAL_NODE, nfs, "Death", 0)
+        h.ham_action_notify_pulse(chdl, "delayednfsdeathpulse", ND_LOCAL_NODE, pid, chid, PCODENFSDELAYED, value, rearm)
+        ehdl = h.ham_entity_handle(ND_LOCAL_NODE, inetd, 0)
+        chdl = h.ham_condition(ehdl, h.CONDRESTART, "restart", rearm | h.HCONDINDEPENDENT)
+        h.ham_action_notify_pulse(chdl, "notifyrestart_imm", ND_LOCAL_NODE, pid, chid, PCODEINETDRESTART1, value, rearm)
+        h.ham_action_waitfor(chdl, "delay", None, delay, rearm)
+        h.ham_action_notify_pulse(chdl, "notifyrestart_delayed", ND_LOCAL_NODE, pid, chid, PCODEINETDRESTART2, value, rearm)
+    except OSError as err:
+        raise AppletError(f"registering with ham: {err.strerror}", 3 if err.errno in (errno.EBADF, errno.ENOENT) else 1) from None
+    say(f"Listening: pid {pid}, chid {chid}")
+
+    def signals():
+        while True:
+            got = receiver.read()
+            say(f"Received signal {got.signo}, with code = {got.code}, value {got.value}")
+            if got.value == fsnfs_value:
+                say("FS-nfs2 died, this is the notify signal")
+
+    threading.Thread(target=signals, daemon=True).start()
+    while True:
+        pulse = MsgReceivePulse(chid)
+        say(LISTEN_MESSAGES.get(pulse.code, f"Pulse code {pulse.code}, value {pulse.value}"))
+        if pulse.code == PCODEINETDDETACH:
+            break
+    # The nfs notifications stay registered: once we are gone they fail and ham prunes them.
+    h.ham_disconnect(0)
 
 
 def main(argv: list[str]) -> int:
