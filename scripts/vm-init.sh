@@ -1,0 +1,63 @@
+#!/bin/busybox sh
+# /init of the scripts/vm-test initramfs (busybox-static + a few modules of Debian's kernel).
+#
+# 1. mount the run's share (9p tag "vmshare"); it is a host directory, so it survives resets
+# 2. count this boot in the share; past the allowed number of boots, power off at once
+# 3. load the watchdog driver asked for in the share's vm.env
+# 4. mount the host's / read-only (9p tag "hostroot"), tmpfs where a system writes
+# 5. run the share's vm-cmd.sh there (stdout, stderr and exit code into the share)
+# 6. power off: QEMU exits, and vm-test reads the share
+PATH=/bin
+/bin/busybox --install -s /bin
+
+say() { echo "vm-init: $*"; }
+off() { sync; poweroff -f; sleep 10; }
+fail() { say "FATAL: $*"; echo "$*" > /share/vm-init-error; off; }
+
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+for m in virtio_pci 9pnet_virtio 9p; do
+    modprobe "$m" || { say "FATAL: modprobe $m"; off; }
+done
+P9=trans=virtio,version=9p2000.L,msize=512000
+mount -t 9p -o "$P9" vmshare /share || { say "FATAL: cannot mount the share"; off; }
+. /share/vm.env
+
+boot=$(( $(cat /share/vm-boots 2>/dev/null || echo 0) + 1 ))
+echo "$boot" > /share/vm-boots
+say "boot $boot of $VM_BOOTS"   # vm-test cuts the console log into boots at this line
+[ "$boot" -le "$VM_BOOTS" ] || off
+
+if [ "$VM_DEVICE" != none ]; then
+    # Governors first: a device picks the default governor when it registers.
+    modprobe pretimeout_noop; modprobe pretimeout_panic
+fi
+case "$VM_DEVICE" in
+    softdog)  modprobe softdog $VM_MODOPTS ;;
+    i6300esb) modprobe i6300esb $VM_MODOPTS ;;
+    itco)     modprobe lpc_ich && modprobe iTCO_wdt $VM_MODOPTS ;;
+    none)     true ;;
+esac || fail "modprobe for $VM_DEVICE ($VM_MODOPTS) failed"
+
+R=/newroot
+mount -t 9p -o "$P9,ro,cache=loose" hostroot $R || fail "cannot mount the host's /"
+mount -t proc proc $R/proc
+mount -t sysfs sysfs $R/sys
+mount -t devtmpfs devtmpfs $R/dev
+mkdir -p $R/dev/pts $R/dev/shm
+mount -t devpts devpts $R/dev/pts
+mount -t tmpfs tmpfs $R/dev/shm
+mount -t tmpfs tmpfs $R/run
+mount -t tmpfs tmpfs $R/tmp
+mkdir $R/run/vm-share
+mount --bind /share $R/run/vm-share
+hostname vm-test
+
+cut -d' ' -f1 /proc/uptime > "/share/boot-$boot.start"
+chroot $R /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 TERM=dumb \
+    VM_BOOT="$boot" VM_DEVICE="$VM_DEVICE" VM_SHARE=/run/vm-share \
+    /bin/sh /run/vm-share/vm-cmd.sh </dev/null >"/share/boot-$boot.out" 2>"/share/boot-$boot.err"
+echo $? > "/share/boot-$boot.rc"
+say "command exited with $(cat "/share/boot-$boot.rc")"
+off
