@@ -193,10 +193,19 @@ def _change(what: str, device: str | None, body, *, force: bool = False, arm: bo
         raise AppletError(f"{what}: {snap.device} is stopped and nowayout is set: opening it "
                           "would arm it for good (add --force to do it anyway)")
     try:
-        return watchdog.session(snap.device, lambda opened: body(opened, snap),
+        return watchdog.session(snap.device, lambda opened: body(_checked(what, opened), snap),
                                 disarm=not (arm or was_active))
     except OSError as err:  # from the open: body turns its own errors into AppletError
         raise wdt.open_error(what, snap.device, err) from None
+
+
+def _checked(what: str, device: watchdog.Watchdog) -> watchdog.Watchdog:
+    """The device, once it answered WDIOC_GETSUPPORT: never write to a disk or a tty."""
+    try:
+        device.get_support()
+    except OSError as err:
+        raise wdt.open_error(what, device.path, err) from None
+    return device
 
 
 def _stop(what: str, device: str | None, body) -> None:
@@ -205,7 +214,8 @@ def _stop(what: str, device: str | None, body) -> None:
         print(f"{snap.device}: already inactive")
         return
     try:
-        watchdog.session(snap.device, lambda opened: body(opened, snap), disarm=True)
+        watchdog.session(snap.device, lambda opened: body(_checked(what, opened), snap),
+                         disarm=True)
     except OSError as err:
         raise wdt.open_error(what, snap.device, err) from None
     if snap.sysfs_dir is None:

@@ -13,6 +13,7 @@ SIGTERM/SIGINT/SIGHUP stop it with the magic close; with --nowayout it closes wi
 
 import os
 import signal
+import stat
 import sys
 import time
 
@@ -60,10 +61,20 @@ def feed(device: str | None, timeout_text: str, interval_text: str | None, foreg
 
 
 def _setup(device: str, timeout_ms: int, interval_ms: int | None, pidfile: str | None):
-    # Blocked from before the open: a stop signal is taken by sigtimedwait, never lost.
-    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    # Blocked from before the open: a stop signal is taken by sigtimedwait, never lost, and
+    # none can end us between the open and the loop (that would leave it armed).
+    unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        return _open_and_start(device, timeout_ms, interval_ms, pidfile)
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
+        raise
+
+
+def _open_and_start(device: str, timeout_ms: int, interval_ms: int | None, pidfile: str | None):
     try:
         opened = watchdog.Watchdog.open(device)
+        _refuse_other_devices(opened)
     except OSError as err:
         raise wdt.open_error("feed", device, err) from None
     timeout = _start(opened, timeout_ms // 1000)
@@ -79,6 +90,19 @@ def _setup(device: str, timeout_ms: int, interval_ms: int | None, pidfile: str |
             opened.magic_close()
             raise AppletError(f"feed: pidfile {pidfile}: {describe_oserror(err)}") from None
     return opened, period
+
+
+def _refuse_other_devices(opened: watchdog.Watchdog) -> None:
+    """A device node that does not answer WDIOC_GETSUPPORT (a disk, a tty) is not written to.
+
+    A plain file or FIFO is fed all the same (a dry run: the bytes can be watched).
+    """
+    if stat.S_ISCHR(os.fstat(opened.fd).st_mode) or stat.S_ISBLK(os.fstat(opened.fd).st_mode):
+        try:
+            opened.get_support()
+        except OSError:
+            opened.close()
+            raise
 
 
 def _start(opened: watchdog.Watchdog, seconds: int) -> int | None:

@@ -1,0 +1,404 @@
+"""`wdt` against a fake sysfs tree and a fake driver: output, exit codes, error lines, the
+no-typer fast path, and `feed` (busybox-compatible) against a regular file standing in for
+the device. The real drivers are in test_wdt_vm.py."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from hamtools import multicall
+from hamtools.applets import wdt, wdt_feed
+from hamtools.core import watchdog
+from hamtools.core.errors import AppletError
+from tests.conftest import ROOT
+from tests.wdt_fakes import DEVICE, SOFTDOG_6_1, SOFTDOG_NEW, FakeDriver, make_sysfs
+
+
+@pytest.fixture
+def sysroot(tmp_path, monkeypatch):
+    root = tmp_path / "sys"
+    monkeypatch.setenv("HAMTOOLS_SYSFS", str(root))
+    return root
+
+
+@pytest.fixture
+def driver(tmp_path, monkeypatch):
+    fake = FakeDriver(tmp_path)
+    monkeypatch.setattr(watchdog.Watchdog, "open", classmethod(lambda cls, path: fake.open(path)))
+    return fake
+
+
+def run(capsys, *args):
+    code = multicall.main(["hamtools", "wdt", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# wdctl's output for softdog, from the reference (a real wdctl run; Device line ours).
+WDCTL_SOFTDOG = """\
+Device:        /dev/null
+Identity:      Software Watchdog [version 0]
+Timeout:       60 seconds
+Pre-timeout:    0 seconds
+Pre-timeout governor: noop
+Available pre-timeout governors: panic noop
+FLAG           DESCRIPTION               STATUS BOOT-STATUS
+KEEPALIVEPING  Keep alive ping reply          1           0
+MAGICCLOSE     Supports magic close char      0           0
+SETTIMEOUT     Set timeout (in seconds)       0           0
+"""
+
+
+def test_info_from_sysfs_alone_is_wdctls_text(capsys, sysroot, driver):
+    make_sysfs(sysroot, SOFTDOG_NEW)
+    assert run(capsys, "-d", DEVICE, "info") == (0, WDCTL_SOFTDOG, "")
+    assert driver.calls == []
+
+
+def test_info_after_a_watchdog_reset_has_the_cardreset_row(capsys, sysroot, driver):
+    # i6300esb after it reset the VM: wdctl's rows and column widths (reference / qemu-wdt).
+    make_sysfs(sysroot, {**SOFTDOG_NEW, "identity": "i6300ESB timer\n", "timeout": "30\n",
+                         "status": "0x8220\n", "bootstatus": "32\n", "timeleft": "29\n"})
+    code, out, _ = run(capsys, "--device", DEVICE, "info")
+    assert code == 0
+    assert out.splitlines()[2:4] == ["Timeout:       30 seconds", "Timeleft:      29 seconds"]
+    assert out.splitlines()[-6:] == [
+        "FLAG           DESCRIPTION                   STATUS BOOT-STATUS",
+        "CARDRESET      Card previously reset the CPU      1           1",
+        "KEEPALIVEPING  Keep alive ping reply              1           0",
+        "MAGICCLOSE     Supports magic close char          0           0",
+        "PRETIMEOUT     Pretimeout (in seconds)            1           0",
+        "SETTIMEOUT     Set timeout (in seconds)           0           0",
+    ]
+
+
+def test_info_on_an_old_kernel_opens_the_stopped_device_and_magic_closes(capsys, sysroot, driver):
+    make_sysfs(sysroot, SOFTDOG_6_1)
+    assert run(capsys, f"-d{DEVICE}", "info") == (0, WDCTL_SOFTDOG, "")
+    assert driver.writes() == b"V"
+
+
+def test_info_never_opens_a_nowayout_device(capsys, sysroot, driver):
+    make_sysfs(sysroot, {**SOFTDOG_6_1, "nowayout": "1\n"})
+    code, out, err = run(capsys, "-d", DEVICE, "info")
+    assert code == 0 and driver.calls == [] and driver.writes() == b""
+    assert out == "Device:        /dev/null\nIdentity:      Software Watchdog\n" + \
+        "\n".join(WDCTL_SOFTDOG.splitlines()[2:6]) + "\n"
+    assert err == ("wdt: info: flags, firmware version unknown: sysfs lacks them and /dev/null "
+                   "was not opened: nowayout is set, so opening it would arm it for good\n")
+
+
+def test_info_json(capsys, sysroot, driver):
+    make_sysfs(sysroot, {**SOFTDOG_NEW, "state": "active\n", "nowayout": "1\n"})
+    code, out, _ = run(capsys, "-d", DEVICE, "info", "--json")
+    data = json.loads(out)
+    assert code == 0 and data["identity"] == "Software Watchdog"
+    assert (data["state"], data["nowayout"], data["opened"], data["options"]) == (
+        "active", True, False, 0x8180)
+    assert data["available_governors"] == ["panic", "noop"]
+    assert [f["flag"] for f in data["flags"]] == ["KEEPALIVEPING", "MAGICCLOSE", "SETTIMEOUT"]
+    assert data["flags"][0] == {"flag": "KEEPALIVEPING", "description": "Keep alive ping reply",
+                                "status": True, "boot_status": False}
+
+
+def test_list(capsys, sysroot):
+    make_sysfs(sysroot, {**SOFTDOG_6_1, "state": "active\n", "timeout": "5\n"})
+    make_sysfs(sysroot, {"identity": "iTCO_wdt\n", "timeout": "30\n", "timeleft": "12\n",
+                         "nowayout": "1\n", "state": "inactive\n"}, name="watchdog1", number=None)
+    code, out, _ = run(capsys, "list")
+    assert code == 0
+    assert out.splitlines() == [
+        "DEVICE          IDENTITY          STATE    TIMEOUT TIMELEFT NOWAYOUT",
+        "/dev/watchdog0  Software Watchdog active         5        -        0",
+        "/dev/watchdog1  iTCO_wdt          inactive      30       12        1",
+    ]
+    code, out, _ = run(capsys, "list", "--json")
+    assert json.loads(out)[1] == {"device": "/dev/watchdog1", "identity": "iTCO_wdt",
+                                  "state": "inactive", "timeout": 30, "timeleft": 12,
+                                  "nowayout": 1}
+
+
+def test_list_without_watchdogs(capsys, sysroot):
+    code, out, err = run(capsys, "list", "--json")
+    assert (code, out) == (3, "[]\n")
+    assert err == f"wdt: list: no watchdog in {sysroot}/class/watchdog\n"
+
+
+def test_timeleft(capsys, sysroot, driver):
+    directory = make_sysfs(sysroot, {**SOFTDOG_6_1, "timeleft": "17\n"})
+    assert run(capsys, "-d", DEVICE, "timeleft") == (0, "17\n", "")
+    assert json.loads(run(capsys, "-d", DEVICE, "timeleft", "--json")[1])["timeleft"] == 17
+    (directory / "timeleft").unlink()  # softdog: the attribute is hidden
+    assert run(capsys, "-d", DEVICE, "timeleft") == (
+        1, "", "wdt: timeleft: not supported by Software Watchdog\n")
+    assert driver.calls == []
+
+
+def test_timeleft_from_the_device_when_there_is_no_sysfs(capsys, sysroot, driver):
+    driver.timeleft = 9
+    assert run(capsys, "-d", DEVICE, "timeleft") == (0, "9\n", "")
+    assert driver.writes() == b"V"
+
+
+@pytest.mark.parametrize("bits,code,text", [
+    ("32", 0, "/dev/null: the last reset came from the watchdog "
+              "(CARDRESET: Card previously reset the CPU)\n"),
+    ("0", 1, "/dev/null: the last reset did not come from the watchdog\n"),
+    ("32768", 1, "/dev/null: the last reset did not come from the watchdog "
+                 "(boot status KEEPALIVEPING)\n"),
+])
+def test_bootstatus(capsys, sysroot, bits, code, text):
+    make_sysfs(sysroot, {**SOFTDOG_6_1, "bootstatus": bits + "\n"})
+    assert run(capsys, "-d", DEVICE, "bootstatus") == (code, text, "")
+    data = json.loads(run(capsys, "-d", DEVICE, "bootstatus", "--json")[1])
+    assert data["watchdog_reset"] is (code == 0) and data["bootstatus"] == int(bits)
+
+
+@pytest.mark.parametrize("args,message,code", [
+    (["-d", "/nonexistent/watchdog9", "info"], "info: /nonexistent/watchdog9: no such device", 3),
+    (["-d", DEVICE, "info"], "info: /dev/null: not a watchdog device", 1),
+    (["-d", DEVICE, "ping"], "ping: /dev/null: not a watchdog device", 1),
+    (["-d", DEVICE, "feed", "-F"], "feed: /dev/null: not a watchdog device", 1),
+])
+def test_error_lines(capsys, sysroot, args, message, code):
+    # /dev/null is real here: its ioctls answer ENOTTY, as a non-watchdog does.
+    assert run(capsys, *args) == (code, "", f"wdt: {message}\n")
+
+
+def test_ebusy_and_eacces_lines(capsys, sysroot, driver, monkeypatch):
+    driver.busy = True
+    code, _, err = run(capsys, "-d", DEVICE, "set-timeout", "10")
+    assert code == 1 and err == ("wdt: set-timeout: /dev/null: device busy: another process "
+                                 "holds it (a watchdog daemon, systemd, wdt feed)\n")
+
+    def denied(cls, path):
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(watchdog.Watchdog, "open", classmethod(denied))
+    code, _, err = run(capsys, "-d", DEVICE, "magic-close")
+    assert code == 1 and err == ("wdt: magic-close: /dev/null: permission denied "
+                                 "(watchdogs are usually root's)\n")
+
+
+def test_set_timeout_reports_what_the_driver_took_and_leaves_it_stopped(capsys, sysroot, driver):
+    driver.round_to = 2
+    make_sysfs(sysroot, SOFTDOG_6_1)
+    assert run(capsys, "-d", DEVICE, "set-timeout", "7") == (
+        0, "Timeout has been set to 8 seconds.\n", "")
+    assert driver.timeout == 8 and driver.writes() == b"V"
+
+
+def test_set_timeout_keeps_an_active_watchdog_armed(capsys, sysroot, driver):
+    make_sysfs(sysroot, {**SOFTDOG_6_1, "state": "active\n"})
+    assert run(capsys, "-d", DEVICE, "set-timeout", "1")[1] == "Timeout has been set to 1 second.\n"
+    assert driver.writes() == b""  # no 'V': it stays armed
+
+
+def test_set_timeout_refuses_to_arm_a_nowayout_watchdog(capsys, sysroot, driver):
+    make_sysfs(sysroot, {**SOFTDOG_6_1, "nowayout": "1\n"})
+    code, _, err = run(capsys, "-d", DEVICE, "set-timeout", "10")
+    assert code == 1 and driver.calls == []
+    assert "is stopped and nowayout is set: opening it would arm it for good" in err
+    assert run(capsys, "-d", DEVICE, "set-timeout", "10", "--force")[0] == 0
+
+
+@pytest.mark.parametrize("args,err", [
+    (["set-timeout", "70000"], "wdt: set-timeout 70000: invalid value for Software Watchdog: "
+                               "allowed 1..65535 s\n"),
+    (["set-pretimeout", "60"], "wdt: set-pretimeout 60: invalid value for Software Watchdog: "
+                               "it must be less than the timeout (60 s)\n"),
+])
+def test_invalid_values(capsys, sysroot, driver, args, err):
+    make_sysfs(sysroot, SOFTDOG_6_1)
+    assert run(capsys, "-d", DEVICE, *args) == (1, "", err)
+    assert driver.writes() == b"V"  # closed disarmed even though it failed
+
+
+def test_usage_errors_exit_2(capsys, sysroot):
+    assert run(capsys, "set-timeout", "0")[0] == 2
+    assert run(capsys, "set-timeout", "x")[0] == 2
+    assert run(capsys, "frobnicate")[0] == 2
+
+
+def test_set_pretimeout_reads_the_value_back(capsys, sysroot, driver):
+    make_sysfs(sysroot, SOFTDOG_6_1)
+    assert run(capsys, "-d", DEVICE, "set-pretimeout", "5") == (
+        0, "Pre-timeout has been set to 5 seconds.\n", "")
+    assert driver.pretimeout == 5
+
+
+def test_set_governor_writes_sysfs(capsys, sysroot):
+    directory = make_sysfs(sysroot, SOFTDOG_6_1)
+    assert run(capsys, "-d", DEVICE, "set-governor", "panic") == (
+        0, "Pre-timeout governor has been set to panic.\n", "")
+    assert (directory / "pretimeout_governor").read_text() == "panic\n"
+    (directory / "pretimeout_governor").unlink()
+    (directory / "pretimeout_available_governors").unlink()
+    code, _, err = run(capsys, "-d", DEVICE, "set-governor", "panic")
+    assert code == 1 and err == ("wdt: set-governor: not supported by Software Watchdog "
+                                 "(no pretimeout governors in sysfs)\n")
+
+
+def test_ping_leaves_it_armed(capsys, sysroot, driver):
+    make_sysfs(sysroot, SOFTDOG_6_1)
+    code, out, _ = run(capsys, "-d", DEVICE, "ping")
+    assert code == 0 and driver.writes() == b"\0"
+    assert out == ("/dev/null: pinged; it stays armed and resets the machine 60 s from now "
+                   "unless fed\n")
+    driver.options = watchdog.WDIOF_SETTIMEOUT  # a driver without magic close
+    assert "closing it stops it again (Software Watchdog has no magic close" in run(
+        capsys, "-d", DEVICE, "ping")[1]
+
+
+def test_enable_arms_and_disable_stops(capsys, sysroot, driver):
+    directory = make_sysfs(sysroot, SOFTDOG_6_1)
+    assert run(capsys, "-d", DEVICE, "enable")[0] == 0
+    assert driver.writes() == b""
+    (directory / "state").write_text("active\n")
+    assert run(capsys, "-d", DEVICE, "disable")[0] == 1  # fake sysfs still says active
+    assert driver.writes() == b"V"
+    driver.nowayout = True
+    (directory / "nowayout").write_text("1\n")
+    code, _, err = run(capsys, "-d", DEVICE, "disable")
+    assert code == 1 and err == "wdt: disable: nowayout is set: /dev/null cannot be stopped\n"
+
+
+def test_magic_close(capsys, sysroot, driver):
+    directory = make_sysfs(sysroot, SOFTDOG_6_1)
+    assert run(capsys, "-d", DEVICE, "magic-close") == (0, "/dev/null: already inactive\n", "")
+    assert driver.calls == [] and driver.writes() == b""  # opening would have started it
+    (directory / "state").write_text("active\n")
+    (directory / "nowayout").write_text("1\n")
+    code, _, err = run(capsys, "-d", DEVICE, "magic-close")
+    assert driver.writes() == b"V"
+    assert code == 1 and err == "wdt: magic-close: /dev/null is still active: nowayout is set\n"
+
+
+# ---- the hand parser, and what it does not import --------------------------------------------
+
+@pytest.mark.parametrize("argv,parsed", [
+    (["info"], (None, "info", False)),
+    (["-d", "/dev/x", "info", "--json"], ("/dev/x", "info", True)),
+    (["--device=/dev/x", "list"], ("/dev/x", "list", False)),
+    (["-d/dev/x", "bootstatus", "--json"], ("/dev/x", "bootstatus", True)),
+    (["timeleft"], (None, "timeleft", False)),
+    (["info", "--help"], None), (["--help"], None), (["-d"], None), (["ping"], None),
+    (["--json", "info"], None), (["info", "extra"], None), ([], None),
+])
+def test_parse_query(argv, parsed):
+    assert wdt.parse_query(argv) == parsed
+
+
+def test_queries_do_not_import_typer(tmp_path):
+    make_sysfs(tmp_path, SOFTDOG_NEW)
+    code = ("import sys; from hamtools import multicall; "
+            "rc = multicall.main(['hamtools', 'wdt', '-d', '/dev/null', 'info']); "
+            "print('typer' in sys.modules, 'hamtools.applets.wdt_commands' in sys.modules, rc)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "HAMTOOLS_SYSFS": str(tmp_path)})
+    assert done.stdout.splitlines()[-1] == "False False 0", done.stderr
+    assert "Identity:      Software Watchdog [version 0]" in done.stdout
+
+
+def test_zipapp_info_without_typer(run_zip, tmp_path):
+    make_sysfs(tmp_path / "sys", SOFTDOG_NEW)
+    done = run_zip("wdt", "-d", DEVICE, "info", env={"HAMTOOLS_SYSFS": str(tmp_path / "sys")})
+    assert (done.returncode, done.stdout, done.stderr) == (0, WDCTL_SOFTDOG, "")
+    traced = subprocess.run([run_zip.python, "-I", "-X", "importtime", str(ROOT / "bin" / "hamtools"),
+                             "wdt", "-d", DEVICE, "info"], capture_output=True, text=True,
+                            env={"HAMTOOLS_SYSFS": str(tmp_path / "sys")}, cwd=tmp_path)
+    imported = {line.split("|")[-1].strip() for line in traced.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "hamtools.applets.wdt" in imported and "typer" not in imported
+    assert not {"json", "signal", "hamtools.applets.wdt_commands"} & imported
+
+
+def test_help_goes_to_typer(run_zip):
+    done = run_zip("wdt", "--help")
+    assert done.returncode == 0 and "set-pretimeout" in done.stdout and "feed" in done.stdout
+    feed = run_zip("wdt", "feed", "--help")
+    assert all(opt in feed.stdout for opt in ("-T N[ms]", "-t N[ms]", "-F", "--nowayout"))
+
+
+# ---- feed, with a regular file as the device --------------------------------------------------
+
+@pytest.mark.parametrize("text,ms", [("5", 5000), ("500ms", 500), ("60", 60000)])
+def test_parse_ms(text, ms):
+    assert wdt_feed.parse_ms(text, "-T") == ms
+
+
+@pytest.mark.parametrize("text", ["0", "x", "5s", "", "-1", "1.5"])
+def test_parse_ms_rejects(text):
+    with pytest.raises(AppletError) as caught:
+        wdt_feed.parse_ms(text, "-T")
+    assert caught.value.code == 2
+
+
+def feeder(hamtools_zip, *args):
+    return subprocess.Popen([sys.executable, "-I", str(hamtools_zip), "wdt", "feed", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(predicate, timeout=10):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_feed_foreground_pings_then_magic_closes_on_signal(hamtools_zip, tmp_path, stop):
+    device = tmp_path / "watchdog"
+    device.write_bytes(b"")
+    proc = feeder(hamtools_zip, "-F", "-T", "3", "-t", "50ms", str(device))
+    wait_for(lambda: device.stat().st_size >= 3)  # fed again and again
+    proc.send_signal(stop)
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    written = device.read_bytes()
+    assert written.endswith(b"V") and set(written[:-1]) == {0}
+    # A regular file has no ioctls: busybox-like, that is a warning, not a failure.
+    assert err == f"wdt: feed: set timeout 3 on {device}: not supported by this driver\n"
+
+
+def test_feed_nowayout_closes_without_v(hamtools_zip, tmp_path):
+    device = tmp_path / "watchdog"
+    device.write_bytes(b"")
+    proc = feeder(hamtools_zip, "-F", "--nowayout", "-t", "50ms", str(device))
+    wait_for(lambda: device.stat().st_size >= 2)
+    proc.terminate()
+    proc.communicate(timeout=10)
+    assert proc.returncode == 0 and set(device.read_bytes()) == {0}
+
+
+def test_feed_daemonizes_and_reports_ready(hamtools_zip, tmp_path):
+    device, pidfile = tmp_path / "watchdog", tmp_path / "feed.pid"
+    device.write_bytes(b"")
+    proc = feeder(hamtools_zip, "-T", "2", "-t", "50ms", "-p", str(pidfile), str(device))
+    assert proc.wait(timeout=10) == 0  # returns once the daemon has the device
+    pid = int(pidfile.read_text())
+    assert pid != proc.pid and os.getsid(pid) not in (os.getsid(0), pid)  # detached, no leader
+    wait_for(lambda: device.stat().st_size >= 2)
+    os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: not pidfile.exists())
+    assert device.read_bytes().endswith(b"\0V")
+
+
+def test_feed_daemon_errors_reach_the_caller(hamtools_zip, tmp_path):
+    proc = feeder(hamtools_zip, "-T", "2", str(tmp_path / "missing"))
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 3
+    assert err == f"wdt: feed: {tmp_path}/missing: no such device\n"
+
+
+def test_feed_usage_errors(hamtools_zip, tmp_path):
+    proc = feeder(hamtools_zip, "-F", "-T", "500ms", str(tmp_path))
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 2
+    assert err == ("wdt: feed: invalid timeout -T 500ms: the kernel takes whole seconds, "
+                   "at least 1\n")
