@@ -6,6 +6,10 @@
 Prints "ready" once listening. SIGTERM makes it close everything and exit 0 (a clean exit);
 SIGKILL is the crash. --idle-close closes each connection after SECS without traffic, the way
 servers drop idle clients; --close-at-once closes every connection as soon as it is accepted.
+--fork-holder forks, for each accepted connection, a child that closes the listener and just
+holds the connection (a CGI-style worker: the server's death then brings no EOF).
+--detach-after-first forks after the first connection: the parent (the process that called
+listen()) exits 0 and the child goes on serving (a server that daemonizes late).
 Each accepted connection is counted in PATH.count / PORTFILE.count (one line each).
 """
 
@@ -54,6 +58,14 @@ def main(argv: list[str]) -> int:
                 if at_once:
                     conn.close()
                     continue
+                if "--fork-holder" in options and os.fork() == 0:
+                    listener.close()
+                    time.sleep(60)
+                    os._exit(0)
+                if "--detach-after-first" in options:
+                    time.sleep(0.3)  # the client has looked at its peer by now
+                    if os.fork() > 0:
+                        os._exit(0)
                 opened[conn] = time.monotonic()
                 selector.register(conn, selectors.EVENT_READ)
             else:

@@ -275,11 +275,49 @@ def test_idle_close_is_not_taken_for_death(tmp_path, servers, sockmon, kind):
     script, record = make_script(tmp_path)
     mon = sockmon("--watch", target, "--restart", script, *FAST)
     mon.wait_for("watching")
-    mon.wait_for("not dead (idle close)", count=3)
+    mon.wait_for("not dead; watching again", count=3)
     assert runs(record) == []
     server.kill()  # and now a real death, still seen
     assert mon.wait() == 1
     assert len(runs(record)) == 1
+
+
+def test_a_child_holding_the_connection_does_not_hide_the_death(tmp_path, servers, sockmon):
+    """No EOF comes (a forked worker still holds the connection): the server's pidfd tells."""
+    path = tmp_path / "s.sock"
+    server = servers("unix", path, "--fork-holder")
+    script, record = make_script(tmp_path)
+    mon = sockmon("--watch", f"unix:{path}", "--restart", script, *FAST)
+    mon.wait_for(f"watching (server pid {server.pid})")
+    deadline = time.monotonic() + 5
+    while not (holders := open(f"/proc/{server.pid}/task/{server.pid}/children").read().split()):
+        assert time.monotonic() < deadline, "the server did not fork its holder"
+        time.sleep(0.01)
+    server.kill()
+    assert mon.wait() == 1
+    for holder in holders:
+        os.kill(int(holder), signal.SIGKILL)
+    [[_, reason, pid, _]] = runs(record)
+    assert (reason, pid) == ("exited", str(server.pid))
+    assert f"server pid {server.pid} exited; reconnect failed" in mon.log()
+
+
+def test_a_server_that_daemonizes_after_listen_is_not_dead(tmp_path, servers, sockmon):
+    """The listening process exits but its child serves on: the probe says alive."""
+    path = tmp_path / "s.sock"
+    server = servers("unix", path, "--detach-after-first")
+    script, record = make_script(tmp_path)
+    mon = sockmon("--watch", f"unix:{path}", "--restart", script, *FAST)
+    mon.wait_for(f"watching (server pid {server.pid})")
+    assert server.wait(5) == 0
+    line = mon.wait_for("not dead; watching again")
+    assert f"server pid {server.pid} exited, but the server accepts" in line
+    time.sleep(0.5)
+    assert runs(record) == [] and "server dead" not in mon.log()
+    assert mon.stop() == 0
+    for pid in subprocess.run(["pgrep", "-f", f"sockmon_servers.py unix {path}"],
+                              capture_output=True, text=True).stdout.split():
+        os.kill(int(pid), signal.SIGKILL)
 
 
 def test_server_closing_at_once_is_probed_at_most_every_half_second(tmp_path, servers, sockmon):

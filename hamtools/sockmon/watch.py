@@ -61,6 +61,7 @@ class Watch:
         self._attempt = None
         self._timer = None
         self._suspect: Lost | None = None
+        self._suspect_pid: int | None = None
         self._killer = None
 
     # -- connecting ---------------------------------------------------------------------
@@ -138,7 +139,7 @@ class Watch:
             pid, since = self.peer.pid, self.link.connected_at
             self._drop_link()
             self._drop_peer()
-            self._probe(Lost("exited", f"server pid {pid} exited"), since)
+            self._probe(Lost("exited", f"server pid {pid} exited"), since, pid)
         elif self.state == "probing":
             self._cancel_pending()
             self._peer_gone(self._suspect)
@@ -148,10 +149,11 @@ class Watch:
         self._drop_peer()
         self._dead(Lost(lost.reason, f"{lost.detail}; server pid {pid} exited"), pid)
 
-    def _probe(self, lost: Lost, since: float) -> None:
+    def _probe(self, lost: Lost, since: float, pid: int | None = None) -> None:
         """Connection ended, server process alive or unknown: dead, or just an idle close?"""
         self.state = "probing"
         self._suspect = lost
+        self._suspect_pid = pid
         delay = since + QUICK_CLOSE - self.loop.clock.monotonic()
         if delay > 0:
             self._timer = self.loop.call_later(delay, self._probe_now)
@@ -166,12 +168,12 @@ class Watch:
         self._attempt = None
         lost = self._suspect
         if link is None:
-            pid = self.peer.pid if self.peer is not None else None
+            pid = self.peer.pid if self.peer is not None else self._suspect_pid
             self._drop_peer()
             self._dead(Lost(lost.reason, f"{lost.detail}; reconnect failed: {why}"), pid)
             return
         self.log.info(f"{self.target}: {lost.detail}, but the server accepts a new connection: "
-                      "not dead (idle close); watching again")
+                      "not dead; watching again")
         self._watch(link)
 
     # -- restarting ---------------------------------------------------------------------
