@@ -422,13 +422,15 @@ def test_daemon_detaches_and_logs_to_syslog(tmp_path, servers):
     env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT),
            "HAMTOOLS_SYSLOG_SOCKET": str(tmp_path / "syslog")}
     done = subprocess.run([sys.executable, "-m", "hamtools", "sockmon", "--daemon",
-                           "--pidfile", pidfile, "--watch", f"unix:{path}", "--restart", script,
+                           "--pidfile", pidfile.name, "--watch", f"unix:{path.name}",
+                           "--restart", f"./{script.name}",
                            *FAST], env=env, cwd=tmp_path, capture_output=True, text=True,
                           timeout=10)
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
     daemon = int(wait_file_lines(pidfile, 1)[0])
     first = syslog.recv(4096).decode()
-    assert first.startswith("<30>") and f"sockmon[{daemon}]: unix:{path}: watching" in first
+    # relative paths (pidfile, socket, script) still work although the daemon is in /
+    assert first.startswith("<30>") and f"sockmon[{daemon}]: unix:{path.name}: watching" in first
     assert os.getsid(daemon) not in (os.getsid(0), daemon)  # a new session it does not lead
     server.kill()
     assert len(wait_file_lines(record, 1)) == 1

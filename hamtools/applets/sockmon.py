@@ -178,6 +178,8 @@ def serve(pairs, settings, *, daemon: bool, pidfile: str | None, log_to: str) ->
     from hamtools.core.proc import daemonize
     from hamtools.sockmon.watch import Monitor
 
+    if pidfile is not None:
+        pidfile = os.path.abspath(pidfile)  # before --daemon changes to /
     if daemon:
         sys.stdout.flush()
         daemonize()

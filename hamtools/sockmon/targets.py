@@ -155,7 +155,8 @@ class UnixTarget(Target):
 
     def __init__(self, text: str, path: str):
         super().__init__(text)
-        self.address = "\0" + path[1:] if path.startswith("@") else path
+        # absolute now: --daemon changes to / before the first connect
+        self.address = "\0" + path[1:] if path.startswith("@") else os.path.abspath(path)
 
     def _connect_now(self, loop) -> Link:
         for kind in (socket.SOCK_STREAM, socket.SOCK_SEQPACKET):
