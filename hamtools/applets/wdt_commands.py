@@ -33,31 +33,26 @@ def _options(ctx: cli.typer.Context, device: str = Option(
     ctx.obj = device
 
 
-JSON = Option(False, "--json", help="print JSON")
+QUERY_HELP = {
+    "info": "Everything util-linux wdctl shows: identity, timeouts, governors, the flag table.",
+    "list": "Every watchdog in /sys/class/watchdog with its state, timeout and nowayout.",
+    "timeleft": "Seconds left before the watchdog fires (drivers that can tell only).",
+    "bootstatus": "Why the machine last reset: exit 0 if it was the watchdog, 1 if not.",
+}
 
 
-@app.command("info")
-def info(ctx: cli.typer.Context, as_json: bool = JSON):
-    """Everything util-linux wdctl shows: identity, timeouts, governors, the flag table."""
-    raise cli.Exit(wdt.info(ctx.obj, as_json))
+def _query_command(name: str) -> None:
+    """The typer face of a query that wdt's hand parser also serves (same code behind)."""
+    def command(ctx: cli.typer.Context,
+                as_json: bool = Option(False, "--json", help="print JSON")):
+        raise cli.Exit(wdt.QUERY_COMMANDS[name](ctx.obj, as_json))
+
+    command.__doc__ = QUERY_HELP[name]
+    app.command(name)(command)
 
 
-@app.command("list")
-def list_(ctx: cli.typer.Context, as_json: bool = JSON):
-    """Every watchdog in /sys/class/watchdog with its state, timeout and nowayout."""
-    raise cli.Exit(wdt.list_devices(ctx.obj, as_json))
-
-
-@app.command("timeleft")
-def timeleft(ctx: cli.typer.Context, as_json: bool = JSON):
-    """Seconds left before the watchdog fires (drivers that can tell only)."""
-    raise cli.Exit(wdt.timeleft(ctx.obj, as_json))
-
-
-@app.command("bootstatus")
-def bootstatus(ctx: cli.typer.Context, as_json: bool = JSON):
-    """Why the machine last reset: exit 0 if it was the watchdog, 1 if not."""
-    raise cli.Exit(wdt.bootstatus(ctx.obj, as_json))
+for _name in wdt.QUERIES:
+    _query_command(_name)
 
 
 FORCE = Option(False, "--force", help="open it even when it is stopped and nowayout is set "
