@@ -123,6 +123,16 @@ def runs(record: Path) -> list[list[str]]:
     return [line.split("|") for line in record.read_text().splitlines()] if record.exists() else []
 
 
+def watch_unix_server(tmp_path, servers, sockmon, *server_args):
+    """A unix server with these options, and sockmon (FAST retries) watching it."""
+    path = tmp_path / "s.sock"
+    server = servers("unix", path, *server_args)
+    script, record = make_script(tmp_path)
+    mon = sockmon("--watch", f"unix:{path}", "--restart", script, *FAST)
+    mon.wait_for(f"watching (server pid {server.pid})")
+    return server, record, mon
+
+
 def wait_file_lines(path: Path, count: int, timeout: float = 10.0) -> list[str]:
     deadline = time.monotonic() + timeout
     while True:
@@ -284,11 +294,7 @@ def test_idle_close_is_not_taken_for_death(tmp_path, servers, sockmon, kind):
 
 def test_a_child_holding_the_connection_does_not_hide_the_death(tmp_path, servers, sockmon):
     """No EOF comes (a forked worker still holds the connection): the server's pidfd tells."""
-    path = tmp_path / "s.sock"
-    server = servers("unix", path, "--fork-holder")
-    script, record = make_script(tmp_path)
-    mon = sockmon("--watch", f"unix:{path}", "--restart", script, *FAST)
-    mon.wait_for(f"watching (server pid {server.pid})")
+    server, record, mon = watch_unix_server(tmp_path, servers, sockmon, "--fork-holder")
     deadline = time.monotonic() + 5
     while not (holders := open(f"/proc/{server.pid}/task/{server.pid}/children").read().split()):
         assert time.monotonic() < deadline, "the server did not fork its holder"
@@ -304,18 +310,14 @@ def test_a_child_holding_the_connection_does_not_hide_the_death(tmp_path, server
 
 def test_a_server_that_daemonizes_after_listen_is_not_dead(tmp_path, servers, sockmon):
     """The listening process exits but its child serves on: the probe says alive."""
-    path = tmp_path / "s.sock"
-    server = servers("unix", path, "--detach-after-first")
-    script, record = make_script(tmp_path)
-    mon = sockmon("--watch", f"unix:{path}", "--restart", script, *FAST)
-    mon.wait_for(f"watching (server pid {server.pid})")
+    server, record, mon = watch_unix_server(tmp_path, servers, sockmon, "--detach-after-first")
     assert server.wait(5) == 0
     line = mon.wait_for("not dead; watching again")
     assert f"server pid {server.pid} exited, but the server accepts" in line
     time.sleep(0.5)
     assert runs(record) == [] and "server dead" not in mon.log()
     assert mon.stop() == 0
-    for pid in subprocess.run(["pgrep", "-f", f"sockmon_servers.py unix {path}"],
+    for pid in subprocess.run(["pgrep", "-f", f"sockmon_servers.py unix {tmp_path}/s.sock"],
                               capture_output=True, text=True).stdout.split():
         os.kill(int(pid), signal.SIGKILL)
 
@@ -390,11 +392,7 @@ def test_sigterm_stops_cleanly_and_ends_a_running_script(tmp_path, servers, sock
 
 
 def test_zero_cpu_and_no_wakeups_while_waiting(tmp_path, servers, sockmon):
-    path = tmp_path / "s.sock"
-    servers("unix", path)
-    script, _ = make_script(tmp_path)
-    mon = sockmon("--watch", f"unix:{path}", "--restart", script, *FAST)
-    mon.wait_for("watching")
+    _, _, mon = watch_unix_server(tmp_path, servers, sockmon)
     time.sleep(0.2)
     before = _cpu_and_switches(mon.proc.pid)
     time.sleep(1.0)
