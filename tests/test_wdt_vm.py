@@ -54,10 +54,11 @@ def skip_or_fail(reason: str):
 
 
 @pytest.fixture(scope="module")
-def vms(hamtools_zip, tmp_path_factory):
+def vms(request, tmp_path_factory):
     reason = unavailable()
     if reason:
         skip_or_fail(reason)
+    hamtools_zip = request.getfixturevalue("hamtools_zip")  # only once the VM can run
     pool = ThreadPoolExecutor(max_workers=2)  # TCG: one host CPU per VM
     futures = {name: pool.submit(boot_vm, name, hamtools_zip, tmp_path_factory.mktemp(name))
                for name in RUNS}
