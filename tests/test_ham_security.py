@@ -16,7 +16,7 @@ import textwrap
 import pytest
 
 from hamtools.core import wire
-from hamtools.ham import protocol
+from hamtools.core import hamproto as protocol
 from tests.conftest import ROOT
 from tests.hamfix import HamRunner, kill_leftovers, wait_for
 

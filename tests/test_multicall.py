@@ -156,3 +156,29 @@ def test_python_dash_m(tmp_path):
     done = subprocess.run([sys.executable, "-m", "hamtools", "--version"], cwd=ROOT,
                           capture_output=True, text=True)
     assert done.stdout == f"hamtools {__version__}\n"
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["-vvv"], [("-v", ""), ("-v", ""), ("-v", "")]),
+    (["-V3", "-f", "log", "-tnone"], [("-V", "3"), ("-f", "log"), ("-t", "none")]),
+    (["-vV", "2"], [("-v", ""), ("-V", "2")]),
+    (["--group=wheel", "--runtime-dir", "/r", "--foreground"],
+     [("--group", "wheel"), ("--runtime-dir", "/r"), ("--foreground", "")]),
+])
+def test_ham_option_parser(argv, expected):
+    from hamtools.applets.ham import parse_options
+
+    assert parse_options(argv) == expected
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["-x"], "option -x not recognized"), (["-V"], "option -V requires an argument"),
+    (["--group"], "option --group requires an argument"), (["--foreground=1"], "option --foreground not recognized"),
+    (["extra"], "unexpected argument 'extra'"),
+])
+def test_ham_option_parser_errors(argv, message):
+    from hamtools.applets.ham import parse_options
+
+    with pytest.raises(AppletError) as bad:
+        parse_options(argv)
+    assert bad.value.code == 2 and str(bad.value).startswith(message)

@@ -118,3 +118,17 @@ def test_typer_applets_import_typer_without_rich(clean_python, hamtools_zip, tmp
 def test_nothing_is_extracted_for_pure_python_applets(run_zip, tmp_path):
     assert run_zip("pulsedemo", "--help").returncode == 0
     assert not (tmp_path / "shiv").exists()
+
+
+def test_every_package_is_a_regular_package():
+    # zipimport cannot import namespace packages: a directory without __init__.py works from
+    # the source tree and fails in the zipapp.
+    missing = [str(d.relative_to(ROOT)) for d in (ROOT / "hamtools").rglob("*")
+               if d.is_dir() and d.name != "__pycache__" and not (d / "__init__.py").exists()]
+    assert missing == []
+
+
+def test_ham_runs_from_the_zip(run_zip, tmp_path):
+    done = run_zip("ham", "--foreground", "--runtime-dir", tmp_path / "run", "-t", "bogus")
+    assert done.returncode == 2  # parsed by the zip's own ham, nothing started
+    assert "Traceback" not in done.stderr

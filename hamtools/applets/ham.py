@@ -1,10 +1,9 @@
 """`ham`: the High Availability Manager daemon (SPEC §3).
 
-Options are parsed with getopt, not typer: the daemon's resident size and steady state stay
-free of the CLI library (SPEC §1).
+Options are parsed by hand, not with typer or getopt (which imports gettext and re): the
+daemon's resident size is budgeted against a bare pidfd loop (SPEC §1, issue 4).
 """
 
-import getopt
 import grp
 import os
 import sys
@@ -39,13 +38,7 @@ STAMPS = ("none", "relative", "absolute", "shortabs")
 
 
 def main(argv: list[str]) -> int:
-    try:
-        opts, rest = getopt.gnu_getopt(argv, "vV:df:t:h?", [
-            "runtime-dir=", "group=", "foreground", "stop-entities", "help"])
-    except getopt.GetoptError as bad:
-        raise AppletError(f"{bad.msg} (see ham --help)", EXIT_USAGE) from None
-    if rest:
-        raise AppletError(f"unexpected argument {rest[0]!r} (see ham --help)", EXIT_USAGE)
+    opts = parse_options(argv)
     settings = {"verbosity": 1, "extra": 0, "log": None, "stamps": "relative",
                 "runtime_dir": runtime.runtime_dir(), "gid": 0, "foreground": False,
                 "stop_entities": False}
@@ -76,6 +69,46 @@ def main(argv: list[str]) -> int:
             settings["stop_entities"] = True
     settings["verbosity"] += settings.pop("extra")
     return run(**settings)
+
+
+SHORT_FLAGS, SHORT_VALUES = "vdh?", "Vft"
+LONG_FLAGS, LONG_VALUES = ("foreground", "stop-entities", "help"), ("runtime-dir", "group")
+
+
+def parse_options(argv: list[str]) -> list[tuple[str, str]]:
+    """QNX-style short options (-vvv, -V 3, -V3, -f FILE) and GNU long ones (--group G,
+    --group=G), as (option, value) pairs; anything else is a usage error."""
+    def usage(message: str) -> AppletError:
+        return AppletError(f"{message} (see ham --help)", EXIT_USAGE)
+
+    opts, args = [], iter(argv)
+    for arg in args:
+        if arg.startswith("--"):
+            name, has_value, value = arg[2:].partition("=")
+            if name in LONG_FLAGS and not has_value:
+                opts.append(("--" + name, ""))
+            elif name in LONG_VALUES:
+                value = value if has_value else next(args, None)
+                if value is None:
+                    raise usage(f"option --{name} requires an argument")
+                opts.append(("--" + name, value))
+            else:
+                raise usage(f"option --{name} not recognized")
+        elif arg.startswith("-") and len(arg) > 1:
+            for at, letter in enumerate(arg[1:], 2):
+                if letter in SHORT_FLAGS:
+                    opts.append(("-" + letter, ""))
+                elif letter in SHORT_VALUES:
+                    value = arg[at:] or next(args, None)
+                    if value is None:
+                        raise usage(f"option -{letter} requires an argument")
+                    opts.append(("-" + letter, value))
+                    break
+                else:
+                    raise usage(f"option -{letter} not recognized")
+        else:
+            raise usage(f"unexpected argument {arg!r}")
+    return opts
 
 
 def _number(text: str, option: str) -> int:

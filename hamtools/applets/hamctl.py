@@ -8,7 +8,7 @@ import time
 
 from hamtools.core import cli, runtime
 from hamtools.core.errors import EXIT_NOT_RUNNING, EXIT_USAGE, AppletError
-from hamtools.ham import consts as q
+from hamtools.core import hamconsts as q
 
 app = cli.make_app(
     "Drive a running ham. QNX hamctrl's options work too: -stop, +verbose (increase), "

@@ -19,7 +19,7 @@ import errno
 import os
 import select
 import signal
-from dataclasses import dataclass
+from collections import namedtuple
 
 # Every signal a child may get back to its default action (SIGKILL/SIGSTOP cannot be changed).
 _DEFAULT_SIGNALS = tuple(s for s in signal.valid_signals() if s not in (signal.SIGKILL, signal.SIGSTOP))
@@ -42,12 +42,12 @@ def start_time(pid: int) -> int | None:
     return int(fields[19])  # field 22 overall; fields[0] is field 3 (state)
 
 
-@dataclass(frozen=True, slots=True)
-class ProcessId:
+# namedtuple, not dataclasses: dataclasses imports inspect and ast, megabytes of resident size
+# in a daemon that is budgeted against a bare pidfd loop.
+class ProcessId(namedtuple("ProcessId", "pid start")):
     """A process as (pid, start time): stays unique when the pid is recycled."""
 
-    pid: int
-    start: int
+    __slots__ = ()
 
     @classmethod
     def of(cls, pid: int) -> "ProcessId | None":
@@ -61,13 +61,10 @@ class ProcessId:
 
 # -- exit status --------------------------------------------------------------------------
 
-@dataclass(frozen=True, slots=True)
-class ExitStatus:
+class ExitStatus(namedtuple("ExitStatus", "code signal core", defaults=(None, None, False))):
     """How a process ended: code for a normal exit, signal (and core) for a kill."""
 
-    code: int | None = None
-    signal: int | None = None
-    core: bool = False
+    __slots__ = ()
 
     @classmethod
     def from_waitid(cls, result: os.waitid_result) -> "ExitStatus":

@@ -22,9 +22,9 @@ import errno
 import os
 
 from hamtools.ham.client import Connection
-from hamtools.ham.consts import *  # noqa: F401,F403  (QNX's names, QNX's values)
-from hamtools.ham.consts import ND_LOCAL_NODE, VERBOSE_GET
-from hamtools.ham.protocol import HBEAT_CODE
+from hamtools.core.hamconsts import *  # noqa: F401,F403  (QNX's names, QNX's values)
+from hamtools.core.hamconsts import ND_LOCAL_NODE, VERBOSE_GET
+from hamtools.core.hamproto import HBEAT_CODE
 
 _shared: Connection | None = None
 _refs = 0

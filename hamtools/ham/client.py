@@ -1,11 +1,11 @@
-"""A connection to ham: one SEQPACKET socket, request -> answer (hamtools.ham.protocol)."""
+"""A connection to ham: one SEQPACKET socket, request -> answer (hamtools.core.hamproto)."""
 
 import errno
 import os
 import socket
 
 from hamtools.core import runtime, wire
-from hamtools.ham import protocol
+from hamtools.core import hamproto as protocol
 
 
 class Connection:

@@ -23,7 +23,7 @@ from hamtools.hamd.model import Entity
 from hamtools.hamd.ops import Requests
 from hamtools.hamd.server import Server
 from hamtools.hamd.store import Store
-from hamtools.ham import consts as q
+from hamtools.core import hamconsts as q
 
 SAVE_DELAY = 0.02  # seconds: coalesce a burst of changes into one write
 IGNORED_SIGNALS = (signal.SIGINT, signal.SIGQUIT, signal.SIGPIPE, signal.SIGUSR1,
@@ -73,6 +73,7 @@ class Ham:
         self._resume()
         self._reap()
         self.save()
+        trim_heap()
         self.log(1, f"ham started, pid {os.getpid()}, {len(self.model.entities) - 1} entities")
 
     def _resume(self) -> None:
@@ -246,6 +247,16 @@ def _entity_status(entity: Entity) -> dict:
             } for a in c.actions.values()],
         } for c in entity.conditions.values()],
     }
+
+
+def trim_heap() -> None:
+    """Hand the memory that starting up used and freed back to the system (ham's resident
+    size is budgeted against a bare pidfd loop)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    ctypes.CDLL(None).malloc_trim(0)
 
 
 def _lock(path: str) -> int:

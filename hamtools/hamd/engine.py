@@ -14,12 +14,12 @@ everything under it, unless HENTITYKEEPONDEATH.
 
 import math
 import os
-import shlex
 import signal
 from collections import deque
 
+from hamtools.core import words
 from hamtools.core.proc import ExitStatus
-from hamtools.ham import consts as q
+from hamtools.core import hamconsts as q
 from hamtools.hamd.model import Action, Condition, Entity, Model
 
 # Death by one of these is "abnormal" (QNX's dumper signal set): CONDABNORMALDEATH as well.
@@ -37,11 +37,14 @@ class Sleep:
 
 
 class ChildExit:
-    """Resume with the ExitStatus (or None if unknown) when pid exits, or False at timeout."""
+    """Resume with the ExitStatus (or None if unknown) when pid exits, or False at timeout.
+    park: the job steps out of its queue while it waits (a restart's start window holds the
+    rest of its own condition's actions, never the other conditions sharing the queue)."""
 
-    def __init__(self, pid: int, timeout: float):
+    def __init__(self, pid: int, timeout: float, park: bool = False):
         self.pid = pid
         self.timeout = timeout
+        self.park = park
 
 
 class PathAppears:
@@ -81,6 +84,12 @@ class Queue:
                 continue
             except Exception as err:  # a bug in one job must not stop the daemon
                 self.engine.log(1, f"internal error in queue {self.name}: {type(err).__name__}: {err}")
+                first = True
+                continue
+            if getattr(request, "park", False):
+                parked = Queue(self.engine, f"{self.name} (parked)")
+                parked.current = self.current
+                self.engine.wait(request, parked._advance)
                 first = True
                 continue
             self.engine.wait(request, self._advance)
@@ -146,7 +155,7 @@ class Engine:
         try:
             pruned = False
             for action in actions:
-                if getattr(action, "removed", False) or not action.enabled:
+                if action.removed or not action.enabled:
                     continue
                 ok = yield from self.perform(entity, cond, action)
                 action.runs += 1
@@ -213,7 +222,7 @@ class Engine:
         return bool(ok)
 
     def _restart(self, entity: Entity, action: Action):
-        argv = shlex.split(action.params["line"])
+        argv = words.split(action.params["line"])
         try:
             pid = self.launcher.spawn(entity, argv, action.uid, action.gid)
         except OSError as err:
@@ -222,7 +231,7 @@ class Engine:
             return False
         entity.run = "starting"
         self.changed()
-        status = yield ChildExit(pid, START_WINDOW)
+        status = yield ChildExit(pid, START_WINDOW, park=True)
         if status is not False:  # it died inside its start window
             self.log(1, f"Restart Failed: {entity.name}: {status or 'died'} within "
                         f"{START_WINDOW:g} s")
@@ -246,13 +255,13 @@ class Engine:
             for action in list(cond.actions.values()):
                 if action.flags & q.HREARMAFTERRESTART:
                     continue
-                if getattr(action, "ran_episode", None) == entity.deaths:
+                if action.ran_episode == entity.deaths:
                     self._remove_action(cond, action)  # it has had its one run
                 else:
                     action.once = True
 
     def _execute(self, entity: Entity, action: Action, where: str):
-        argv = shlex.split(action.params["line"])
+        argv = words.split(action.params["line"])
         self.log(2, f"Executing: {action.params['line']}")
         try:
             pid = self.launcher.spawn(None, argv, action.uid, action.gid)

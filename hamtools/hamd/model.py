@@ -8,9 +8,8 @@ Every refusal is a HamError carrying the errno QNX documents.
 """
 
 import errno
-from dataclasses import dataclass, field
 
-from hamtools.ham import consts as q
+from hamtools.core import hamconsts as q
 
 GLOBAL = ".__global"  # the global entity's name (QNX's hidden name for it)
 SCHEMA = 1
@@ -31,6 +30,33 @@ class HamError(OSError):
         super().__init__(err, message)
 
 
+class Record:
+    """A small mutable record: FIELDS lists (name, default), a callable default being a factory
+    (dict, list). Not dataclasses: that module costs the daemon megabytes of resident size."""
+
+    __slots__ = ()
+    FIELDS: tuple = ()
+
+    def __init__(self, *args, **kwargs):
+        if len(args) > len(self.FIELDS):
+            raise TypeError(f"{type(self).__name__} takes at most {len(self.FIELDS)} values")
+        given = dict(zip((name for name, _ in self.FIELDS), args))
+        clash = given.keys() & kwargs.keys()
+        if clash:
+            raise TypeError(f"{type(self).__name__} got {sorted(clash)} twice")
+        given.update(kwargs)
+        for name, default in self.FIELDS:
+            if name in given:
+                setattr(self, name, given.pop(name))
+            else:
+                setattr(self, name, default() if callable(default) else default)
+        if given:
+            raise TypeError(f"{type(self).__name__} has no field {sorted(given)}")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.FIELDS[0][0]}={getattr(self, self.FIELDS[0][0])!r})"
+
+
 def check_name(name: object, what: str) -> str:
     if not isinstance(name, str) or not name or "/" in name or "\0" in name or "\n" in name:
         raise HamError(errno.EINVAL, f"bad {what} name {name!r}")
@@ -39,32 +65,27 @@ def check_name(name: object, what: str) -> str:
     return name
 
 
-@dataclass
-class FailAction:
-    name: str
-    kind: str
-    params: dict
-    uid: int = 0  # whoever added it: its execute runs as this uid
-    gid: int = 0
+class FailAction(Record):
+    FIELDS = (("name", ""), ("kind", ""), ("params", dict),
+              ("uid", 0), ("gid", 0))  # whoever added it: its execute runs as this uid
+    __slots__ = tuple(name for name, _ in FIELDS)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "kind": self.kind, "params": self.params, "uid": self.uid,
                 "gid": self.gid}
 
 
-@dataclass
-class Action:
-    name: str
-    kind: str
-    params: dict
-    flags: int = 0
-    enabled: bool = True
-    uid: int = 0  # whoever added it: execute/restart commands run as this uid
-    gid: int = 0
-    fails: dict = field(default_factory=dict)  # name -> FailAction, in insertion order
-    once: bool = False  # after a restart: run once more, then go (not re-armed)
-    runs: int = 0
-    failures: int = 0
+class Action(Record):
+    FIELDS = (
+        ("name", ""), ("kind", ""), ("params", dict), ("flags", 0), ("enabled", True),
+        ("uid", 0), ("gid", 0),  # whoever added it: execute/restart commands run as this uid
+        ("fails", dict),  # name -> FailAction, in insertion order
+        ("once", False),  # after a restart: run once more, then go (not re-armed)
+        ("runs", 0), ("failures", 0),
+        ("removed", False),  # taken out of the tree: a job holding it skips it (not persisted)
+        ("ran_episode", None),  # the entity death count when it last ran (not persisted)
+    )
+    __slots__ = tuple(name for name, _ in FIELDS)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "kind": self.kind, "params": self.params, "flags": self.flags,
@@ -83,15 +104,14 @@ class Action:
                    int(data.get("failures", 0)))
 
 
-@dataclass
-class Condition:
-    name: str
-    type: int
-    flags: int = 0
-    enabled: bool = True
-    params: dict = field(default_factory=dict)  # CONDSTATE: from/to; CONDRAISE: rtype/rclass/rseverity
-    actions: dict = field(default_factory=dict)  # name -> Action, in insertion order
-    fired: int = 0
+class Condition(Record):
+    FIELDS = (
+        ("name", ""), ("type", 0), ("flags", 0), ("enabled", True),
+        ("params", dict),  # CONDSTATE: from/to; CONDRAISE: rtype/rclass/rseverity
+        ("actions", dict),  # name -> Action, in insertion order
+        ("fired", 0),
+    )
+    __slots__ = tuple(name for name, _ in FIELDS)
 
     @property
     def queue(self) -> str:
@@ -135,31 +155,23 @@ def _state_matches(spec: int, value: int, flags: int, set_flag: int, inv_flag: i
     return hit != bool(flags & inv_flag)
 
 
-@dataclass
-class Entity:
-    name: str
-    kind: str
-    flags: int = 0
-    enabled: bool = True
-    conditions: dict = field(default_factory=dict)  # name -> Condition
-    pid: int | None = None
-    start: int | None = None  # start time of pid (clock ticks since boot): pid reuse guard
-    argv: list | None = None  # what ham spawned for it (attached by command)
-    uid: int = 0  # owner: who attached it; a spawned entity runs as this uid
-    gid: int = 0
-    state: int = 0  # the last CONDSTATE value it reported
-    hb_period: float = 0.0  # seconds; 0: no heartbeat
-    hpdl: int = 0
-    hpdh: int = 0
-    hb_state: str = "healthy"
-    run: str = "running"
-    created: float = 0.0
-    last_death: float | None = None
-    restarted: float | None = None
-    restarts: int = 0
-    deaths: int = 0
-    last_beat: float = 0.0  # monotonic; not persisted (a new ham starts the count afresh)
-    spawned: bool = False  # our child (exit status available), not adopted
+class Entity(Record):
+    FIELDS = (
+        ("name", ""), ("kind", "attached"), ("flags", 0), ("enabled", True),
+        ("conditions", dict),  # name -> Condition
+        ("pid", None),
+        ("start", None),  # start time of pid (clock ticks since boot): pid reuse guard
+        ("argv", None),  # what ham spawned for it (attached by command)
+        ("uid", 0), ("gid", 0),  # owner: who attached it; a spawned entity runs as this uid
+        ("state", 0),  # the last CONDSTATE value it reported
+        ("hb_period", 0.0),  # seconds; 0: no heartbeat
+        ("hpdl", 0), ("hpdh", 0), ("hb_state", "healthy"), ("run", "running"),
+        ("created", 0.0), ("last_death", None), ("restarted", None), ("restarts", 0), ("deaths", 0),
+        ("last_beat", 0.0),  # monotonic; not persisted (a new ham starts the count afresh)
+        ("spawned", False),  # our child (exit status available), not adopted
+        ("attach_fires", False),  # a placeholder being filled: CONDATTACH fires (not persisted)
+    )
+    __slots__ = tuple(name for name, _ in FIELDS)
 
     @property
     def heartbeat(self) -> bool:

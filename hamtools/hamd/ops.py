@@ -13,10 +13,9 @@ descendant of it.
 
 import errno
 import os
-import shlex
 
-from hamtools.core import proc
-from hamtools.ham import consts as q
+from hamtools.core import proc, words
+from hamtools.core import hamconsts as q
 from hamtools.hamd.model import (
     GLOBAL, Action, Condition, Entity, FailAction, HamError, check_name,
 )
@@ -38,7 +37,7 @@ def _text(args: dict, key: str, default=None) -> str:
 
 def _split(line: str) -> list[str]:
     try:
-        argv = shlex.split(line)
+        argv = words.split(line)
     except ValueError as bad:
         raise HamError(errno.EINVAL, f"command line: {bad}") from None
     if not argv:
@@ -148,19 +147,18 @@ class Requests:
             return entity
         entity = Entity(name, kind, flags=flags, uid=conn.uid, gid=conn.gid,
                         created=self.ham.clock.time())
-        entity.attach_fires = False
         self.model.add_entity(entity)
         return entity
 
     def _unclaim(self, entity: Entity) -> None:
-        if getattr(entity, "attach_fires", False):  # it was a placeholder: it stays one
+        if entity.attach_fires:  # it was a placeholder: it stays one
             entity.kind, entity.attach_fires, entity.argv = "placeholder", False, None
         else:
             self.model.entities.pop(entity.name, None)
 
     def _attached(self, entity: Entity, adopt: bool = True):
         entity.run = "running"
-        if getattr(entity, "attach_fires", False):
+        if entity.attach_fires:
             entity.attach_fires = False
             self.engine.fire(entity, q.CONDATTACH)
         self.ham.log(2, f"Attach {entity.kind} entity: {entity.name} (pid {entity.pid})")

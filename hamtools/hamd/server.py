@@ -13,7 +13,7 @@ import socket
 import struct
 
 from hamtools.core import wire
-from hamtools.ham import protocol
+from hamtools.core import hamproto as protocol
 from hamtools.hamd.model import HamError
 
 CREDS = struct.Struct("3i")

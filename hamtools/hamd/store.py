@@ -10,7 +10,7 @@ import json
 import os
 
 from hamtools.core.atomic import read_or_none, write_atomic
-from hamtools.hamd.model import Model
+from hamtools.hamd.model import SCHEMA, Model
 
 
 class Store:
@@ -35,5 +35,10 @@ class Store:
             return Model(), {}, f"state file {self.path} is unreadable ({bad}); kept as {aside}, starting empty"
 
     def save(self, model: Model, meta: dict) -> None:
-        data = json.dumps({"model": model.to_dict(), "ham": meta}, separators=(",", ":"))
+        # Entity by entity: building the whole tree as one dict first would leave its peak in
+        # ham's heap for good (the resident size is budgeted).
+        compact = {"separators": (",", ":")}
+        entities = ",".join(json.dumps(e.to_dict(), **compact) for e in model.entities.values())
+        data = (f'{{"model":{{"schema":{SCHEMA},"entities":[{entities}]}},'
+                f'"ham":{json.dumps(meta, **compact)}}}')
         write_atomic(self.path, data.encode(), 0o600)

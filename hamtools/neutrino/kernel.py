@@ -22,6 +22,7 @@ import _thread
 import errno
 import os
 import select
+import signal
 import socket
 import struct
 import threading
@@ -35,7 +36,8 @@ from hamtools.neutrino import consts as c
 
 CREDS = struct.Struct("3i")
 HANGUP = select.POLLHUP | select.POLLRDHUP | select.POLLERR | select.POLLNVAL
-SCOID_BASE = 0x40000000  # QNX's _NTO_SIDE_CHANNEL range, so scoids never look like coids
+SCOID_BASE = 0x40000000
+_CATCHABLE = signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}  # QNX's _NTO_SIDE_CHANNEL range, so scoids never look like coids
 
 
 def _oserror(err: int, detail: str = "") -> OSError:
@@ -235,35 +237,49 @@ class Kernel:
         with conn.lock:
             msg_id = conn.next_msg_id
             conn.next_msg_id = msg_id % 0x7FFFFFFF + 1
-            self._client_send(conn, wire.encode(wire.SEND, msg_id, bytes(msg)))
-            interrupt: BaseException | None = None
-            while True:
-                try:
-                    frame = self._client_recv(conn)
-                except OSError as err:
-                    if interrupt is not None:  # the server died before answering the unblock
-                        interrupt.__context__ = err
-                        raise interrupt from None
-                    raise
-                except BaseException as signal_exc:  # a signal handler raised (SIGINT...)
-                    # QNX keeps a REPLY-blocked client blocked and tells the server; the
-                    # signal's effect waits until the server replies or MsgErrors.
-                    if interrupt is None:
-                        interrupt = signal_exc
-                        self._client_send(conn, wire.encode(wire.UNBLOCK, msg_id))
-                    continue
-                if frame.msg_id != msg_id or frame.kind not in (wire.REPLY, wire.ERROR):
-                    continue  # the late answer to an earlier send that was abandoned
-                value, data = wire.decode_status(frame)
-                if interrupt is not None:
-                    if frame.kind == wire.ERROR:
-                        interrupt.__context__ = _oserror(value)
-                    raise interrupt
+            # Signals stay blocked except while waiting (a PEEK, which consumes nothing): a
+            # signal handler can then raise only where the unblock protocol catches it, and
+            # never between reading an answer and handling it (the answer would be lost).
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, _CATCHABLE)
+            try:
+                self._client_send(conn, wire.encode(wire.SEND, msg_id, bytes(msg)))
+                return self._await_answer(conn, msg_id, mask)
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+    def _await_answer(self, conn: _Connection, msg_id: int, mask) -> SendResult:
+        interrupt: BaseException | None = None
+        while True:
+            try:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+                self._client_peek(conn)
+                signal.pthread_sigmask(signal.SIG_BLOCK, _CATCHABLE)
+                frame = self._client_recv(conn)
+            except OSError as err:
+                if interrupt is not None:  # the server died before answering the unblock
+                    interrupt.__context__ = err
+                    raise interrupt from None
+                raise
+            except BaseException as signal_exc:  # a signal handler raised (SIGINT...)
+                # QNX keeps a REPLY-blocked client blocked and tells the server; the
+                # signal's effect waits until the server replies or MsgErrors.
+                signal.pthread_sigmask(signal.SIG_BLOCK, _CATCHABLE)
+                if interrupt is None:
+                    interrupt = signal_exc
+                    self._client_send(conn, wire.encode(wire.UNBLOCK, msg_id))
+                continue
+            if frame is None or frame.msg_id != msg_id or frame.kind not in (wire.REPLY, wire.ERROR):
+                continue  # garbage, or the late answer to an earlier send that was abandoned
+            value, data = wire.decode_status(frame)
+            if interrupt is not None:
                 if frame.kind == wire.ERROR:
-                    if value == c.EOK:
-                        return SendResult(0, b"")
-                    raise _oserror(value)
-                return SendResult(value, data)
+                    interrupt.__context__ = _oserror(value)
+                raise interrupt
+            if frame.kind == wire.ERROR:
+                if value == c.EOK:
+                    return SendResult(0, b"")
+                raise _oserror(value)
+            return SendResult(value, data)
 
     def msg_send_pulse(self, coid: int, priority: int, code: int, value: int) -> None:
         if not -128 <= code <= 127:
@@ -287,19 +303,28 @@ class Kernel:
             conn.dead = True
             raise _oserror(errno.ESRCH, f"the server of connection {conn.coid} is gone") from None
 
-    def _client_recv(self, conn: _Connection) -> Frame:
-        while True:
-            try:
-                data, _, flags, _ = conn.sock.recvmsg(wire.MAX_FRAME)
-            except ConnectionResetError:
-                data, flags = b"", 0
-            if not data:
-                conn.dead = True
-                raise _oserror(errno.ESRCH, f"the server of connection {conn.coid} died")
-            try:
-                return wire.decode_datagram(data, bool(flags & socket.MSG_TRUNC))
-            except ProtocolError:
-                continue  # a server that speaks garbage cannot answer this send; keep waiting
+    def _client_peek(self, conn: _Connection) -> None:
+        """Wait until an answer (or EOF) is there, consuming nothing."""
+        try:
+            conn.sock.recv(1, socket.MSG_PEEK)
+        except ConnectionResetError:
+            pass
+
+    def _client_recv(self, conn: _Connection) -> Frame | None:
+        """Take the datagram waiting on the connection (None if it was not a frame)."""
+        try:
+            data, _, flags, _ = conn.sock.recvmsg(wire.MAX_FRAME, 0, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return None
+        except ConnectionResetError:
+            data, flags = b"", 0
+        if not data:
+            conn.dead = True
+            raise _oserror(errno.ESRCH, f"the server of connection {conn.coid} died")
+        try:
+            return wire.decode_datagram(data, bool(flags & socket.MSG_TRUNC))
+        except ProtocolError:
+            return None  # a server that speaks garbage cannot answer this send; keep waiting
 
     # ---- server side ----------------------------------------------------------------
 

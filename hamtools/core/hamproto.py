@@ -1,4 +1,5 @@
-"""Requests and answers on ham's sockets (control and client), with no I/O.
+"""Requests and answers on ham's sockets (control and client), with no I/O: shared by
+libham (hamtools.ham) and the daemon (hamtools.hamd).
 
 Each request is one SEND frame (hamtools.core.wire) whose body is `OP SP ARGS`: ARGS is a JSON
 object, except for `heartbeat NAME`, whose argument is the bare name (the shell one-shot stays
