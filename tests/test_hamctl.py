@@ -1,0 +1,122 @@
+"""hamctl from the built zipapp against a real ham: SPEC §10's status JSON, the /proc/ham view,
+the journal, QNX hamctrl's options, exit codes."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from hamtools.ham import (CONDANY, CONDDEATH, HENTITYKEEPONDEATH, HREARMAFTERRESTART, ND_LOCAL_NODE,
+                          ham_action_notify_pulse, ham_action_restart, ham_attach, ham_condition)
+from hamtools.neutrino import ChannelCreate, ChannelDestroy, MsgReceivePulse
+from tests.hamfix import entity_status, ham, wait_for  # noqa: F401
+
+
+@pytest.fixture
+def hamctl(ham, hamtools_zip, clean_python):
+    def run(*args):
+        return subprocess.run([clean_python, "-I", str(hamtools_zip), "hamctl", *map(str, args)],
+                              env=ham.env(), capture_output=True, text=True, timeout=30)
+    return run
+
+
+def board():
+    ehdl = ham_attach("web", ND_LOCAL_NODE, -1, "/bin/sleep 600", 0)
+    death = ham_condition(ehdl, CONDDEATH, "death", HREARMAFTERRESTART)
+    ham_action_restart(death, "restart", "/bin/sleep 600", HREARMAFTERRESTART)
+    return ehdl
+
+
+def test_status_json_is_spec_shaped(ham, hamctl):
+    board()
+    done = hamctl("status", "--json")
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert {"ham_pid", "guardian_pid", "ham_failures", "verbosity", "entities"} <= data.keys()
+    assert data["ham_pid"] == ham.proc.pid and data["ham_failures"] == 0
+    by_name = {e["name"]: e for e in data["entities"]}
+    assert by_name[".__global"]["type"] == "global"
+    web = by_name["web"]
+    for key, kind in (("name", str), ("type", str), ("pid", int), ("run", str), ("state", int),
+                      ("restarts", int), ("enabled", bool), ("conditions", list)):
+        assert isinstance(web[key], kind), key
+    assert web["type"] == "attached" and web["run"] == "running" and web["heartbeat_state"] is None
+    assert web["conditions"] == [{
+        "name": "death", "type": "CONDDEATH", "flags": ["HREARMAFTERRESTART"], "enabled": True,
+        "params": {}, "fired": 0,
+        "actions": [{"name": "restart", "kind": "restart", "flags": ["HREARMAFTERRESTART"],
+                     "enabled": True, "params": {"line": "/bin/sleep 600"}, "runs": 0,
+                     "failures": 0, "fails": []}]}]
+
+
+def test_status_table_ls_and_info(ham, hamctl):
+    board()
+    table = hamctl("status").stdout.splitlines()
+    assert table[1].split() == ["NAME", "TYPE", "PID", "RUN", "STATE", "HEARTBEAT", "RESTARTS", "CONDITIONS"]
+    assert any(line.split()[:2] == ["web", "attached"] for line in table)
+    assert hamctl("ls").stdout.split() == [".info", ".__global/", "web/"]
+    assert hamctl("ls", "web").stdout.split() == [".info", "death/"]
+    assert hamctl("ls", "web/death").stdout.split() == [".info", "restart"]
+    info = dict(line.split(" : ", 1) for line in hamctl("info", "web").stdout.splitlines())
+    assert info["Entity type"].strip() == "ATTACHED" and info["Num Restarts"].strip() == "0"
+    top = dict(line.split(" : ", 1) for line in hamctl("info").stdout.splitlines())
+    assert top["Ham Pid"].strip() == str(ham.proc.pid) and top["Num Entities"].strip() == "2"
+    action = hamctl("info", "web/death/restart").stdout
+    assert "Restart Line      : /bin/sleep 600" in action and "Action ReArm      : ON" in action
+    missing = hamctl("info", "web/nope")
+    assert missing.returncode == 3 and missing.stderr == "hamctl: web/nope: no such entity, condition or action\n"
+
+
+def test_events_and_verbosity_and_hamctrl_options(ham, hamctl):
+    board()
+    os.kill(entity_status("web")["pid"], signal.SIGKILL)
+    wait_for(lambda: entity_status("web")["restarts"] == 1, what="the restart")
+    events = hamctl("events", "--json").stdout.splitlines()
+    assert any(json.loads(line)["what"] == "CONDDEATH" for line in events)
+    assert "web/death CONDDEATH" in hamctl("events").stdout
+    assert hamctl("verbose", "set", "2").stdout == "2\n"
+    assert hamctl("+verbose").stdout == "Verbosity of HAM is now 3 on local node\n"
+    assert hamctl("-verbose").stdout == "Verbosity of HAM is now 2 on local node\n"
+    assert hamctl("=verbose").stdout == "Verbosity of HAM is now 2 on local node\n"
+    node = hamctl("-node", "other", "=verbose")
+    assert node.returncode == 1 and "only the local node" in node.stderr
+    assert hamctl("verbose", "sideways").returncode == 2
+
+
+def test_stop_waits_for_ham_and_then_exit_3(ham, hamctl):
+    pid = board() and entity_status("web")["pid"]
+    ham.spawned.add(pid)
+    assert hamctl("-stop").returncode == 0
+    ham.proc.wait(10)
+    os.kill(pid, 0)  # the entity runs on
+    gone = hamctl("status")
+    assert gone.returncode == 3 and gone.stderr.startswith("hamctl: ham is not running")
+
+
+def test_condany_fires_on_every_event(ham):
+    chid = ChannelCreate(0)
+    try:
+        ehdl = ham_attach("anything", ND_LOCAL_NODE, -1, "/bin/sleep 600", HENTITYKEEPONDEATH)
+        ham_action_notify_pulse(ham_condition(ehdl, CONDANY, "all", 0), "n", ND_LOCAL_NODE,
+                                os.getpid(), chid, 9, 0, 0)
+        from hamtools.ham import ham_entity_condition_state
+
+        ham_entity_condition_state(ehdl, 4, 0)
+        os.kill(entity_status("anything")["pid"], signal.SIGKILL)
+        assert [MsgReceivePulse(chid, timeout=10).code for _ in range(2)] == [9, 9]
+    finally:
+        ChannelDestroy(chid)
+
+
+def test_idle_ham_does_not_wake_up(ham):
+    board()
+    time.sleep(0.5)  # the state save after the changes is done
+    def switches():
+        with open(f"/proc/{ham.proc.pid}/status") as status:
+            return sum(int(line.split()[1]) for line in status if "ctxt_switches" in line)
+    before = switches()
+    time.sleep(1.5)
+    assert switches() == before
