@@ -52,6 +52,10 @@ def test_status_json_is_spec_shaped(ham, hamctl):
                      "failures": 0, "fails": []}]}]
 
 
+def fields(text: str) -> dict:
+    return {key.strip(): value.strip() for key, value in (line.split(": ", 1) for line in text.splitlines())}
+
+
 def test_status_table_ls_and_info(ham, hamctl):
     board()
     table = hamctl("status").stdout.splitlines()
@@ -60,10 +64,10 @@ def test_status_table_ls_and_info(ham, hamctl):
     assert hamctl("ls").stdout.split() == [".info", ".__global/", "web/"]
     assert hamctl("ls", "web").stdout.split() == [".info", "death/"]
     assert hamctl("ls", "web/death").stdout.split() == [".info", "restart"]
-    info = dict(line.split(" : ", 1) for line in hamctl("info", "web").stdout.splitlines())
-    assert info["Entity type"].strip() == "ATTACHED" and info["Num Restarts"].strip() == "0"
-    top = dict(line.split(" : ", 1) for line in hamctl("info").stdout.splitlines())
-    assert top["Ham Pid"].strip() == str(ham.proc.pid) and top["Num Entities"].strip() == "2"
+    info = fields(hamctl("info", "web").stdout)
+    assert info["Entity type"] == "ATTACHED" and info["Num Restarts"] == "0"
+    top = fields(hamctl("info").stdout)
+    assert top["Ham Pid"] == str(ham.proc.pid) and top["Num Entities"] == "2"
     action = hamctl("info", "web/death/restart").stdout
     assert "Restart Line      : /bin/sleep 600" in action and "Action ReArm      : ON" in action
     missing = hamctl("info", "web/nope")
