@@ -52,6 +52,9 @@ mount -t tmpfs tmpfs $R/run
 mount -t tmpfs tmpfs $R/tmp
 mkdir $R/run/vm-share
 mount --bind /share $R/run/vm-share
+# the repository at its host path, above the tmpfs just mounted (a clone may live in /tmp)
+mkdir -p "$R$VM_REPO" 2>/dev/null
+mount -t 9p -o "$P9,ro,cache=loose" repo "$R$VM_REPO" || fail "cannot mount the repository at $VM_REPO"
 hostname vm-test
 
 cut -d' ' -f1 /proc/uptime > "/share/boot-$boot.start"
