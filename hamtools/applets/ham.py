@@ -14,6 +14,7 @@ from hamtools.core.errors import EXIT_USAGE, AppletError
 USAGE = """\
 Usage: ham [-v...] [-V N] [-d] [-f FILE] [-t none|relative|absolute|shortabs]
            [--runtime-dir DIR] [--group GROUP] [--foreground] [--stop-entities]
+           [--config FILE]...
 
 The High Availability Manager (QNX ham): supervises entities (spawned, adopted and
 self-attached processes), fires conditions (death, abnormal death, detach, restart, missed
@@ -29,6 +30,9 @@ notify pulse/signal, heartbeat_healthy, log). Drive it with `hamctl` or hamtools
   --group GROUP      group of the control socket (default root's)
   --foreground       do not detach (default: detach once the sockets are up)
   --stop-entities    on SIGTERM, stop the entities too (default: they keep running)
+  --config FILE      services to run (repeatable): FILE.toml is TOML, anything else a
+                     seed 001 startup file; a bad line stops ham before anything starts;
+                     SIGHUP or `hamctl reload` applies changed files
 
 Signals: SIGTERM stops ham; SIGHUP reloads; SIGINT, SIGQUIT, SIGPIPE, SIGUSR1/2 and SIGALRM
 are ignored. A second ham on the same runtime directory refuses to start.
@@ -41,7 +45,7 @@ def main(argv: list[str]) -> int:
     opts = parse_options(argv)
     settings = {"verbosity": 1, "extra": 0, "log": None, "stamps": "relative",
                 "runtime_dir": runtime.runtime_dir(), "gid": 0, "foreground": False,
-                "stop_entities": False}
+                "stop_entities": False, "configs": []}
     for opt, value in opts:
         if opt in ("-h", "-?", "--help"):
             sys.stdout.write(USAGE)
@@ -67,12 +71,14 @@ def main(argv: list[str]) -> int:
             settings["foreground"] = True
         elif opt == "--stop-entities":
             settings["stop_entities"] = True
+        elif opt == "--config":
+            settings["configs"].append(os.path.abspath(value))
     settings["verbosity"] += settings.pop("extra")
     return run(**settings)
 
 
 SHORT_FLAGS, SHORT_VALUES = "vdh?", "Vft"
-LONG_FLAGS, LONG_VALUES = ("foreground", "stop-entities", "help"), ("runtime-dir", "group")
+LONG_FLAGS, LONG_VALUES = ("foreground", "stop-entities", "help"), ("runtime-dir", "group", "config")
 
 
 def parse_options(argv: list[str]) -> list[tuple[str, str]]:
@@ -124,7 +130,7 @@ def _group(name: str) -> int:
         raise AppletError(f"--group {name}: no such group", EXIT_USAGE) from None
 
 
-def run(*, verbosity, log, stamps, runtime_dir, gid, foreground, stop_entities) -> int:
+def run(*, verbosity, log, stamps, runtime_dir, gid, foreground, stop_entities, configs) -> int:
     ready = None if foreground else _detach()
     from hamtools.core.loop import Loop
     from hamtools.hamd.daemon import AlreadyRunning, Ham
@@ -135,9 +141,11 @@ def run(*, verbosity, log, stamps, runtime_dir, gid, foreground, stop_entities) 
     try:
         hamlog = HamLog(loop.clock, verbosity=verbosity, path=log, stamps=stamps)
         ham = Ham(loop, runtime_dir, hamlog, gid=gid, stop_entities=stop_entities)
-        ham.start()
+        ham.start(configs)
     except AlreadyRunning as busy:
         return _fail(ready, f"cannot start: {busy}")
+    except ValueError as bad:  # a configuration error: FILE:LINE: message, nothing started
+        return _fail(ready, str(bad))
     except OSError as err:
         return _fail(ready, f"cannot start in {runtime_dir}: {err.strerror}")
     if ready is not None:

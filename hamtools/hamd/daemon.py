@@ -57,21 +57,30 @@ class Ham:
         self.requests = Requests(self)
         self.server = Server(self, runtime_dir, gid)
         self.pidfds: dict[int, int] = {}  # pid -> pidfd, for processes that are not our children
+        self.exit_callbacks: dict[int, list] = {}  # pid -> called once it has exited
+        from hamtools.hamd.services import Services
+
+        self.services = Services(self)
+        self.config_paths: list[str] = []
         self._save_timer = None
         self.stopping = False
 
     # ---- start and stop ---------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, config_paths: list[str] = ()) -> None:
+        self.config_paths = list(config_paths)
+        loaded = self._load_config() if self.config_paths else None  # errors: nothing started
         proc.set_child_subreaper()
         for signum in IGNORED_SIGNALS:
             signal.signal(signum, signal.SIG_IGN)
         self.loop.add_signal(signal.SIGCHLD, self._reap)
         self.loop.add_signal(signal.SIGTERM, self._on_term)
-        self.loop.add_signal(signal.SIGHUP, lambda: self.log(1, "SIGHUP: no configuration files to reload"))
+        self.loop.add_signal(signal.SIGHUP, self._on_hup)
         self.server.open()
         self._resume()
         self._reap()
+        if loaded is not None:
+            self.services.apply(*loaded)
         self.save()
         trim_heap()
         self.log(1, f"ham started, pid {os.getpid()}, {len(self.model.entities) - 1} entities")
@@ -95,6 +104,26 @@ class Ham:
             self.log(1, f"{entity.name} (pid {entity.pid}) died while no ham watched it")
             self.engine.entity_died(entity, None)
 
+    def _load_config(self):
+        from hamtools.hamd import config
+
+        return config.load(self.config_paths)
+
+    def reload(self) -> dict:
+        """hamctl reload / SIGHUP: apply the configuration files again. A bad file changes
+        nothing (raises ConfigError, whose str is FILE:LINE: message)."""
+        if not self.config_paths:
+            return {"added": [], "removed": [], "changed": [], "unchanged": []}
+        result = self.services.apply(*self._load_config())
+        self.log(1, "reloaded: " + ", ".join(f"{k} {len(v)}" for k, v in result.items()))
+        return result
+
+    def _on_hup(self) -> None:
+        try:
+            self.reload()
+        except ValueError as bad:  # ConfigError: keep what runs
+            self.log(0, f"SIGHUP: reload refused: {bad}")
+
     def _on_term(self) -> None:
         self.log(1, "SIGTERM: stopping" + (" with the entities" if self.stop_entities_on_term else ""))
         self.request_stop(self.stop_entities_on_term)
@@ -105,11 +134,16 @@ class Ham:
         self.loop.call_later(0, lambda: self._stop(stop_entities))
 
     def _stop(self, stop_entities: bool) -> None:
-        if stop_entities:
-            for entity in self.model.entities.values():
-                if entity.pid is not None and entity.kind != "global":
-                    proc.signal_identity(proc.ProcessId(entity.pid, entity.start or 0), signal.SIGTERM)
-                    entity.run = "stopped"
+        if not stop_entities:
+            self._finish_stop()
+            return
+        for entity in self.model.entities.values():  # the others: QNX-built entities
+            if entity.pid is not None and entity.kind != "global" and entity.service is None:
+                proc.signal_identity(proc.ProcessId(entity.pid, entity.start or 0), signal.SIGTERM)
+                entity.run = "stopped"
+        self.services.stop_all(then=self._finish_stop)  # services in reverse start order
+
+    def _finish_stop(self) -> None:
         self.server.shutdown()
         self.save()
         self.loop.stop()
@@ -158,7 +192,16 @@ class Ham:
         for pid, status in proc.reap_all():
             self._exited(pid, status)
 
+    def after_exit(self, pid: int, callback) -> None:
+        self.exit_callbacks.setdefault(pid, []).append(callback)
+
     def _exited(self, pid: int, status) -> None:
+        for callback in self.exit_callbacks.pop(pid, []):
+            callback_entity = self.model.by_pid(pid)
+            if callback_entity is not None:
+                self.forget(callback_entity)
+                callback_entity.pid = callback_entity.start = None
+            callback()
         entity = self.model.by_pid(pid)
         if entity is not None and (status is None or status.code == 0):
             heir = self.launcher.find_daemon(entity, self._known_pids())
@@ -175,6 +218,8 @@ class Ham:
         if entity is not None and not self.stopping:
             self.forget(entity)
             self.engine.entity_died(entity, status)
+            if entity.service is not None:
+                self.services.died(entity, status)
         elif entity is None:
             self.log(4, f"reaped pid {pid} ({status})")
 

@@ -352,6 +352,8 @@ class Engine:
         del self.episodes[entity.name]
         if episode.get("restarted") or entity.pid is not None:
             return
+        if entity.service is not None:
+            return  # a service stays: its policy decides (hamtools.hamd.services)
         if entity.run == "starting":
             return
         if entity.flags & q.HENTITYKEEPONDEATH:

@@ -39,9 +39,11 @@ class Launcher:
 
     # ---- processes ------------------------------------------------------------------
 
-    def spawn(self, entity, argv: list[str], uid: int, gid: int) -> int:
-        """Start argv (for entity, which then holds the new pid); returns the pid."""
-        env = dict(self.base_env)
+    def spawn(self, entity, argv: list[str], uid: int, gid: int, env: dict | None = None,
+              spec: dict | None = None) -> int:
+        """Start argv (for entity, which then holds the new pid); returns the pid.
+        env: extra environment (a service's own, safe mode's)."""
+        env = {**self.base_env, **(env or {})}
         if entity is not None:
             env["HAM_ENTITY"] = entity.name
         if uid == os.geteuid():

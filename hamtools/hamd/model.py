@@ -170,6 +170,8 @@ class Entity(Record):
         ("last_beat", 0.0),  # monotonic; not persisted (a new ham starts the count afresh)
         ("spawned", False),  # our child (exit status available), not adopted
         ("attach_fires", False),  # a placeholder being filled: CONDATTACH fires (not persisted)
+        ("service", None),  # the spec (hamtools.hamd.service) when configured as a service
+        ("ready", False),  # a service that has become ready (not persisted: re-established)
     )
     __slots__ = tuple(name for name, _ in FIELDS)
 
@@ -188,7 +190,7 @@ class Entity(Record):
     def to_dict(self) -> dict:
         keys = ("name", "kind", "flags", "enabled", "pid", "start", "argv", "uid", "gid", "state",
                 "hb_period", "hpdl", "hpdh", "hb_state", "run", "created", "last_death",
-                "restarted", "restarts", "deaths", "spawned")
+                "restarted", "restarts", "deaths", "spawned", "service")
         data = {key: getattr(self, key) for key in keys}
         data["conditions"] = [c.to_dict() for c in self.conditions.values()]
         return data
@@ -211,6 +213,7 @@ class Entity(Record):
         entity.last_death = data.get("last_death")
         entity.restarted = data.get("restarted")
         entity.spawned = bool(data.get("spawned", False))
+        entity.service = data.get("service")
         entity.conditions = {c["name"]: Condition.from_dict(c) for c in data.get("conditions", [])}
         return entity
 

@@ -61,6 +61,16 @@ def _proc_uid(pid: int) -> int | None:
         return None
 
 
+class _Root:
+    """The configuration files' authority when ham builds their trees."""
+
+    uid = gid = pid = 0
+    control = True
+
+
+_ROOT = _Root()
+
+
 class Requests:
     def __init__(self, ham):
         self.ham = ham
@@ -292,6 +302,25 @@ class Requests:
     def op_handle(self, conn, args):
         self.model.resolve(_text(args, "path"))
         return None
+
+    def add_tree(self, entity: Entity, tree: dict) -> None:
+        """A QNX condition tree from a configuration file (normalised by hamd.service)."""
+        params = {k: tree[k] for k in ("from", "to", "rtype", "rclass", "rseverity") if k in tree}
+        cond = self.model.add_condition(entity, Condition(tree["name"], tree["type"], tree["flags"], params=params))
+        for raw in tree.get("actions", []):
+            fixed = self._action_params(_ROOT, entity, raw["kind"], raw["params"])
+            action = self.model.add_action(entity, cond, Action(raw["name"], raw["kind"], fixed, raw["flags"],
+                                                               uid=entity.uid, gid=entity.gid))
+            for fail in raw.get("fails", []):
+                fixed = self._action_params(_ROOT, entity, fail["kind"], fail["params"])
+                self.model.add_fail(action, FailAction(fail["name"], fail["kind"], fixed, entity.uid, entity.gid))
+
+    def op_reload(self, conn, args):
+        self._require(self._may_administer(conn), "reload ham's configuration")
+        try:
+            return self.ham.reload()
+        except ValueError as bad:
+            raise HamError(errno.EINVAL, str(bad)) from None
 
     # ---- publishing ---------------------------------------------------------------------
 

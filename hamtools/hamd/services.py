@@ -1,0 +1,289 @@
+"""Entities configured as services: started in order, restarted by policy, reloaded by diff.
+
+A service is an entity with a spec (the canonical dict of hamtools.hamd.service). On top of
+whatever QNX conditions it has, ham applies the spec's policy when it dies (policy.decide:
+restart now, after a backoff, or not; at the intensity limit the on_limit action, never a
+silent dead end), the group's strategy (cascade, one_for_all, rest_for_one), and safe mode.
+Start order follows AFTER, each start waiting for its predecessors to be ready (at once,
+after a delay, or when a path appears); stopping goes in reverse order. A reload starts what
+was added, stops what was removed, restarts what changed, and leaves the rest alone (same pids).
+"""
+
+import os
+import signal
+
+from hamtools.core import proc
+from hamtools.hamd import policy
+from hamtools.hamd.model import Entity
+
+READY_POLL = 0.05  # seconds between looks for a readiness path, only while one is awaited
+
+
+class Services:
+    def __init__(self, ham):
+        self.ham = ham
+        self.loop = ham.loop
+        self.clock = ham.loop.clock
+        self.log = ham.log
+        self.groups: dict[str, dict] = {}
+        self.group_state: dict[str, policy.GroupState] = {}
+        self.histories: dict[str, policy.History] = {}
+        self.timers: dict[str, object] = {}  # name -> pending backoff/readiness timer
+        self.order: list[str] = []  # start order of the configured services
+
+    # ---- configuration ----------------------------------------------------------------
+
+    def apply(self, specs: list[dict], groups: dict) -> dict:
+        """Make the running set match specs; returns what changed, by kind."""
+        self.groups = groups
+        current = {e.name: e for e in self.ham.model.entities.values() if e.service is not None}
+        wanted = {s["name"]: s for s in specs}
+        removed = [n for n in current if n not in wanted]
+        changed = [n for n in wanted if n in current and _without_source(current[n].service)
+                   != _without_source(wanted[n])]
+        added = [n for n in wanted if n not in current]
+        for name in removed:
+            self.stop(current[name], remove=True)
+        for name in changed:
+            current[name].service = wanted[name]
+            self._restart_now(current[name], why="its configuration changed")
+        self.order = _start_order(specs)
+        for name in self.order:
+            if name in added:
+                self._add(wanted[name])
+        self._start_ready()
+        self.ham.changed()
+        return {"added": added, "removed": removed, "changed": changed,
+                "unchanged": [n for n in wanted if n not in added and n not in changed]}
+
+    def _add(self, spec: dict) -> None:
+        entity = Entity(spec["name"], "attached", uid=spec["uid"] or 0, gid=spec["gid"] or 0,
+                        run="stopped", created=self.clock.time())
+        entity.service = spec
+        entity.argv = spec["argv"]
+        entity.hb_period, entity.hpdl, entity.hpdh = spec["heartbeat"], spec["missed_low"], spec["missed_high"]
+        self.ham.model.add_entity(entity)
+        for tree in spec["conditions"]:
+            self.ham.requests.add_tree(entity, tree)
+
+    # ---- starting, in order, with readiness ---------------------------------------------
+
+    def _start_ready(self) -> None:
+        """Start every stopped service whose predecessors are ready."""
+        for name in self.order:
+            entity = self.ham.model.entities.get(name)
+            if entity is None or entity.run != "stopped" or entity.service is None:
+                continue
+            if all(self._ready(after) for after in entity.service["after"]):
+                self.start(entity)
+
+    def _ready(self, name: str) -> bool:
+        entity = self.ham.model.entities.get(name)
+        return entity is not None and entity.run == "running" and getattr(entity, "ready", False)
+
+    def start(self, entity: Entity, restarted: bool = False, safe_uptime: float | None = None) -> None:
+        spec = entity.service
+        argv, env = list(spec["argv"]), dict(spec["env"])
+        if safe_uptime is not None:
+            argv, extra = policy.safe_mode(spec, argv, safe_uptime)
+            env.update(extra)
+        try:
+            self.ham.launcher.spawn(entity, argv, entity.uid, entity.gid, env=env, spec=spec)
+        except OSError as err:
+            entity.run = "failed"
+            self.log(0, f"cannot start {entity.name}: {argv[0]}: {err.strerror}")
+            self.ham.engine.journal(entity.name, None, "start failed", note=err.strerror)
+            self.ham.changed()
+            return
+        entity.run, entity.ready = "running", False
+        history = self.histories.setdefault(entity.name, policy.History())
+        policy.started(history, self.clock.monotonic(), restarted)
+        if entity.heartbeat:
+            self.ham.engine.hb_start(entity)
+        self.log(1, f"Started service {entity.name} (pid {entity.pid})"
+                    + (" in safe mode" if safe_uptime is not None else ""))
+        self._await_ready(entity)
+        self.ham.changed()
+
+    def _await_ready(self, entity: Entity) -> None:
+        ready = entity.service["ready"]
+        if ready.startswith("delay:"):
+            self._timer(entity, float(ready[6:]), lambda: self._became_ready(entity))
+        elif ready.startswith("path:"):
+            self._poll_path(entity, ready[5:])
+        else:  # "none"
+            self._became_ready(entity)
+
+    def _poll_path(self, entity: Entity, path: str) -> None:
+        if os.path.exists(path):
+            self._became_ready(entity)
+        elif entity.run == "running":
+            self._timer(entity, READY_POLL, lambda: self._poll_path(entity, path))
+
+    def _became_ready(self, entity: Entity) -> None:
+        if self.ham.model.entities.get(entity.name) is entity and entity.run == "running":
+            entity.ready = True
+            self._start_ready()
+
+    def _timer(self, entity: Entity, delay: float, callback) -> None:
+        self._cancel(entity.name)
+        self.timers[entity.name] = self.loop.call_later(delay, callback)
+
+    def _cancel(self, name: str) -> None:
+        timer = self.timers.pop(name, None)
+        if timer is not None:
+            timer.cancel()
+
+    # ---- deaths -------------------------------------------------------------------------
+
+    def died(self, entity: Entity, status) -> None:
+        """After its conditions fired: the policy decides what happens next."""
+        self._cancel(entity.name)
+        entity.ready = False
+        if entity.run == "stopping":  # we asked for it
+            entity.run = "stopped"
+            return
+        outcome = policy.CLEAN if status is not None and status.code == 0 else str(status or "died")
+        history = self.histories.setdefault(entity.name, policy.History())
+        decision = policy.decide(entity.service, history, self.clock.monotonic(), outcome)
+        self.ham.engine.journal(entity.name, None, "policy", note=decision.why,
+                                restart=decision.restart, delay=decision.delay, limit=decision.limit)
+        if decision.limit:
+            self._at_limit(entity, decision.why)
+        elif not decision.restart:
+            entity.run = "dead" if outcome != policy.CLEAN else "stopped"
+        else:
+            self._group(entity)
+            self._restart_later(entity, decision)
+        self.ham.changed()
+
+    def _restart_later(self, entity: Entity, decision: policy.Decision) -> None:
+        safe = decision.uptime if decision.safe else None
+        if decision.delay <= 0:
+            self._restart(entity, safe)
+            return
+        entity.run = "backoff"
+        self.log(1, f"{entity.name}: restart in {decision.delay:g} s (backoff)")
+        self._timer(entity, decision.delay, lambda: self._restart(entity, safe))
+
+    def _restart(self, entity: Entity, safe_uptime: float | None) -> None:
+        if self.ham.model.entities.get(entity.name) is not entity or entity.pid is not None:
+            return
+        entity.restarts += 1
+        entity.restarted = self.clock.time()
+        self.start(entity, restarted=True, safe_uptime=safe_uptime)
+
+    def _at_limit(self, entity: Entity, why: str) -> None:
+        spec = entity.service
+        action = spec["on_limit"]
+        entity.run = "failed"
+        self.log(0, f"{entity.name}: restart limit reached ({why}): {action}")
+        if action == "exec" and spec["on_limit_command"]:
+            try:
+                self.ham.launcher.spawn(None, ["/bin/sh", "-c", spec["on_limit_command"]], entity.uid, entity.gid,
+                                        env={"HAM_ENTITY_FAILED": entity.name})
+            except OSError as err:
+                self.log(0, f"{entity.name}: on_limit command: {err.strerror}")
+        elif action == "escalate" and spec["group"]:
+            members = self._members(spec["group"])
+            self.log(0, f"{entity.name}: escalating to group {spec['group']}: restarting {', '.join(members)}")
+            for name in members:
+                other = self.ham.model.entities[name]
+                self.histories.pop(name, None)
+                self._restart_now(other, why=f"group {spec['group']} escalation")
+        elif action == "reboot":
+            from hamtools.core import power
+
+            self.log(0, f"{entity.name}: rebooting, as its on_limit says")
+            self.ham.save()
+            power.reboot()
+        # "log" and "stop": it stays failed, logged and journaled; hamctl start brings it back
+
+    def _group(self, entity: Entity) -> None:
+        name = entity.service["group"]
+        if not name:
+            return
+        settings = self.groups.get(name, {"strategy": "cascade", "window": 60.0})
+        state = self.group_state.setdefault(name, policy.GroupState())
+        others = policy.group_restarts(settings["strategy"], settings["window"], state,
+                                       self.clock.monotonic(), entity.name, self._members(name))
+        for other in others:
+            self._restart_now(self.ham.model.entities[other],
+                              why=f"{entity.name} failed ({settings['strategy']} in group {name})")
+
+    def _members(self, group: str) -> list[str]:
+        return [n for n in self.order if (e := self.ham.model.entities.get(n)) is not None
+                and e.service is not None and e.service["group"] == group]
+
+    def _restart_now(self, entity: Entity, why: str) -> None:
+        """Stop it (stop signal, then SIGKILL) and start it again once it is gone."""
+        self.log(1, f"Restarting {entity.name}: {why}")
+        if entity.pid is None:
+            self._restart(entity, None)
+            return
+        self.stop(entity, then=lambda: self._restart(entity, None))
+
+    # ---- stopping -----------------------------------------------------------------------
+
+    def stop(self, entity: Entity, remove: bool = False, then=None) -> None:
+        self._cancel(entity.name)
+        spec = entity.service
+        pid = entity.pid
+        if pid is None:
+            entity.run = "stopped"
+            if remove:
+                self.ham.engine.remove_entity(entity, why="removed from the configuration")
+            elif then:
+                then()
+            return
+        entity.run = "stopping"
+        ident = proc.ProcessId(pid, entity.start or 0)
+        proc.signal_identity(ident, spec["stop_signal"])
+
+        def kill_if_alive() -> None:
+            if entity.pid == pid:
+                proc.signal_identity(ident, signal.SIGKILL)
+
+        timer = self.loop.call_later(spec["stop_timeout"], kill_if_alive)
+        self.ham.after_exit(pid, lambda: (timer.cancel(), self._stopped(entity, remove, then)))
+
+    def _stopped(self, entity: Entity, remove: bool, then) -> None:
+        entity.run = "stopped"
+        if remove:
+            self.ham.engine.remove_entity(entity, why="removed from the configuration")
+        elif then:
+            then()
+
+    def stop_all(self, then) -> None:
+        """Reverse start order (SPEC §3): each one gone before the next is asked; then `then`."""
+        pending = [e for n in reversed(self.order)
+                   if (e := self.ham.model.entities.get(n)) is not None and e.service is not None]
+
+        def next_one() -> None:
+            if not pending:
+                then()
+                return
+            self.stop(pending.pop(0), then=next_one)
+
+        next_one()
+
+
+def _without_source(spec: dict) -> dict:
+    return {k: v for k, v in spec.items() if k != "source"}
+
+
+def _start_order(specs: list[dict]) -> list[str]:
+    """Configuration order, each service after everything it names in AFTER."""
+    by_name = {s["name"]: s for s in specs}
+    order: list[str] = []
+
+    def visit(name: str, trail: tuple) -> None:
+        if name in order or name not in by_name or name in trail:
+            return
+        for before in by_name[name]["after"]:
+            visit(before, trail + (name,))
+        order.append(name)
+
+    for spec in specs:
+        visit(spec["name"], ())
+    return order
