@@ -20,8 +20,10 @@ DEFAULT_SOCKET = "/dev/log"
 class Syslog:
     """A non-blocking /dev/log client; send() never raises and never waits."""
 
-    def __init__(self, ident: str, *, facility: int = LOG_DAEMON, path: str | None = None):
+    def __init__(self, ident: str, *, facility: int = LOG_DAEMON, path: str | None = None,
+                 pid: int | None = None):
         self.ident = ident
+        self.pid = pid  # whose lines these are (a service's output); None: our own
         self.facility = facility
         self.path = path or os.environ.get("HAMTOOLS_SYSLOG_SOCKET") or DEFAULT_SOCKET
         self.dropped = 0
@@ -44,7 +46,7 @@ class Syslog:
         stamp = time.strftime("%b %d %H:%M:%S", time.localtime(now))
         if stamp[4] == "0":  # RFC 3164 pads the day with a space
             stamp = stamp[:4] + " " + stamp[5:]
-        line = f"<{self.facility | priority}>{stamp} {self.ident}[{os.getpid()}]: {message}"
+        line = f"<{self.facility | priority}>{stamp} {self.ident}[{self.pid or os.getpid()}]: {message}"
         return line.encode("utf-8", "replace") + (b"\0" if self._stream else b"")
 
     def send(self, priority: int, message: str) -> bool:

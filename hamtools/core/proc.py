@@ -208,12 +208,13 @@ def pidfd_pid(pidfd: int) -> int:
 # -- spawning -----------------------------------------------------------------------------
 
 def spawn(argv: list[str], *, env: dict[str, str] | None = None, shell: bool = False,
-          new_group: bool = True) -> Process:
+          new_group: bool = True, file_actions=(), scheduler=None) -> Process:
     """Start argv with posix_spawn and hold it by pidfd.
 
     The child gets an empty signal mask and default dispositions for every signal; a shell
     only when asked (argv is then one command string for /bin/sh -c). With new_group the
     child leads its own process group, so kill_tree() reaches whatever it starts.
+    file_actions and scheduler go to os.posix_spawn as they are (redirections; a policy).
     Raises OSError (FileNotFoundError, PermissionError…) when the program cannot run.
     """
     if shell:
@@ -223,7 +224,9 @@ def spawn(argv: list[str], *, env: dict[str, str] | None = None, shell: bool = F
     if not argv:
         raise ValueError("nothing to run")
     launch = os.posix_spawn if "/" in argv[0] else os.posix_spawnp
-    kwargs = {"setsigmask": (), "setsigdef": _DEFAULT_SIGNALS}
+    kwargs = {"setsigmask": (), "setsigdef": _DEFAULT_SIGNALS, "file_actions": file_actions}
+    if scheduler is not None:
+        kwargs["scheduler"] = scheduler
     if new_group:
         kwargs["setpgroup"] = 0
     pid = launch(argv[0], argv, os.environ if env is None else env, **kwargs)
