@@ -124,3 +124,67 @@ def test_idle_ham_does_not_wake_up(ham):
     before = switches()
     time.sleep(1.5)
     assert switches() == before
+
+
+def test_the_api_from_a_shell(ham, hamctl, tmp_path):
+    marker = tmp_path / "clear.ran"
+    assert hamctl("attach", "svc", "--", "/bin/sleep", "600").returncode == 0
+    assert hamctl("condition", "svc", "death", "death", "--flag", "HREARMAFTERRESTART").returncode == 0
+    assert hamctl("action", "svc", "death", "restart", "restart", "/bin/sleep 601",
+                  "--flag", "rearmafterrestart").returncode == 0
+    assert hamctl("fail", "svc", "death", "restart", "clear", "execute", f"/bin/touch {marker}").returncode == 0
+    assert hamctl("action", "svc", "death", "note", "log", "svc died", "1", "--flag", "HREARMAFTERRESTART").returncode == 0
+    tree = {c["name"]: [a["name"] for a in c["actions"]] for c in entity_status("svc")["conditions"]}
+    assert tree == {"death": ["restart", "note"]}
+    first = entity_status("svc")["pid"]
+    assert hamctl("lookup", "svc").stdout == f"{first}\n"
+    os.kill(first, signal.SIGKILL)
+    second = hamctl("lookup", "svc", "--wait", "5")  # across the restart
+    assert second.returncode == 0 and int(second.stdout) != first
+    assert hamctl("check", "svc").returncode == 0
+    assert hamctl("disable", "svc/death/note").returncode == 0
+    assert not entity_status("svc")["conditions"][0]["actions"][1]["enabled"]
+    assert hamctl("remove", "svc/death/note").returncode == 0
+    assert hamctl("remove", "svc/death/restart/clear").returncode == 0
+    assert entity_status("svc")["conditions"][0]["actions"][0]["fails"] == []
+
+
+def test_start_stop_restart_one_entity_and_check(ham, hamctl):
+    assert hamctl("attach", "one", "--", "/bin/sleep", "600").returncode == 0
+    pid = entity_status("one")["pid"]
+    assert hamctl("stop", "one").returncode == 0
+    wait_for(lambda: entity_status("one")["run"] == "stopped", what="stopped")
+    stopped = hamctl("check", "one")
+    assert (stopped.returncode, stopped.stdout) == (1, "one: unhealthy: not running (stopped)\n")
+    assert hamctl("start", "one").returncode == 0
+    again = wait_for(lambda: entity_status("one")["pid"])
+    assert again != pid and hamctl("check", "one").returncode == 0
+    assert hamctl("restart", "one").returncode == 0
+    assert wait_for(lambda: (p := entity_status("one")["pid"]) not in (None, again) and p)
+    assert hamctl("check", "nobody").returncode == 3
+    assert hamctl("start", "one", "extra").returncode == 2
+
+
+def test_state_raise_and_usage_errors(ham, hamctl):
+    chid = ChannelCreate(0)
+    try:
+        assert hamctl("attach", "media", "--", "/bin/sleep", "600").returncode == 0
+        ham_action_notify_pulse(ham_condition(_handle("media"), CONDANY, "all", 0),
+                                "n", ND_LOCAL_NODE, os.getpid(), chid, 5, 0, 0)
+        assert hamctl("state", "media", "2").returncode == 0
+        assert hamctl("raise", "media", "1", "2", "3").returncode == 0
+        assert [MsgReceivePulse(chid, timeout=10).code for _ in range(2)] == [5, 5]
+    finally:
+        ChannelDestroy(chid)
+    assert hamctl("condition", "media", "c", "sideways").returncode == 2
+    assert hamctl("action", "media", "all", "x", "notify_pulse", "1", "2").returncode == 2
+    assert hamctl("condition", "media", "c2", "death", "--flag", "HBOGUS").returncode == 2
+    assert hamctl("attach", "both", "--pid", "1", "--", "/bin/true").returncode == 2
+    missing = hamctl("detach", "nobody")
+    assert missing.returncode == 3 and "no entity 'nobody'" in missing.stderr
+
+
+def _handle(name):
+    from hamtools.ham import Handle
+
+    return Handle(name)

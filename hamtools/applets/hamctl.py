@@ -57,11 +57,20 @@ def status(as_json: bool = cli.typer.Option(False, "--json", help="one JSON obje
 
 
 @app.command()
-def stop(stop_entities: bool = cli.typer.Option(
-        False, "--stop-entities", help="stop the monitored processes too (default: they run on)")):
-    """Stop ham (QNX ham_stop / hamctrl -stop)."""
+def stop(name: str = cli.typer.Argument(None, metavar="[ENTITY]", help="stop this entity; none: stop ham"),
+         stop_entities: bool = cli.typer.Option(
+             False, "--stop-entities", help="with no ENTITY: stop the monitored processes too")):
+    """Stop ham (QNX ham_stop / hamctrl -stop), or one entity (its stop signal, then SIGKILL)."""
+    if name:
+        return _run(name, "stop")
     _call("ham_stop", stop_entities=stop_entities)
     return 0 if _wait_gone(10.0) else 1
+
+
+def _run(name: str, command: str) -> int:
+    result = _call("ham_service_control", name, command)
+    print(f"{result['name']}: {result['run']}" + (f" (pid {result['pid']})" if result["pid"] else ""))
+    return 0
 
 
 def _wait_gone(seconds: float) -> bool:
@@ -98,11 +107,16 @@ def verbose(operation: str = cli.typer.Argument(..., metavar="up|down|get|set"),
     return 0
 
 
-@app.command("start")
-def start_ham(ham_args: list[str] = cli.typer.Argument(None, metavar="[HAM ARGS]...")):
-    """Start ham in the background unless it is running (arguments go to ham)."""
+@app.command("start", context_settings={"ignore_unknown_options": True})
+def start_ham(args: list[str] = cli.typer.Argument(None, metavar="[ENTITY | HAM ARGS...]")):
+    """Start one entity by name, or (no argument, or options) start ham in the background
+    unless it is running, passing the arguments to ham."""
     import subprocess
 
+    if args and not args[0].startswith("-"):
+        if len(args) > 1:
+            raise AppletError("start ENTITY takes one name", EXIT_USAGE)
+        return _run(args[0], "start")
     try:
         _call("ham_verbose", None, q.VERBOSE_GET, 0)
         print("hamctl: ham is already running")
@@ -112,7 +126,234 @@ def start_ham(ham_args: list[str] = cli.typer.Argument(None, metavar="[HAM ARGS]
             raise
     zipapp = os.path.realpath(sys.argv[0])
     me = [sys.executable, zipapp] if _is_zip(zipapp) else [sys.executable, "-m", "hamtools"]
-    return subprocess.run([*me, "ham", *(ham_args or [])]).returncode
+    return subprocess.run([*me, "ham", *(args or [])]).returncode
+
+
+@app.command()
+def restart(name: str = cli.typer.Argument(..., metavar="ENTITY")):
+    """Restart one entity: its stop signal, SIGKILL after its stop timeout, then start."""
+    return _run(name, "restart")
+
+
+@app.command()
+def reload():
+    """Apply ham's configuration files again (like SIGHUP); unchanged entities are not touched."""
+    result = _call("ham_reload")
+    print(", ".join(f"{kind} {len(names)}" + (f" ({' '.join(names)})" if names and kind != "unchanged" else "")
+                    for kind, names in result.items()))
+    return 0
+
+
+# ---- the API from a shell -----------------------------------------------------------------
+
+CONDITION_TYPES = {name[4:].lower(): value for value, name in q.CONDITION_NAMES.items()}
+
+
+def _flags(names: list[str], table: dict[int, str]) -> int:
+    known = {name.upper(): bit for bit, name in table.items()}
+    value = 0
+    for name in names or []:
+        key = name.upper() if name.upper().startswith("H") else "H" + name.upper()
+        if key not in known:
+            raise AppletError(f"unknown flag {name!r}: use {', '.join(sorted(known))}", EXIT_USAGE)
+        value |= known[key]
+    return value
+
+
+@app.command()
+def attach(name: str = cli.typer.Argument(..., metavar="NAME"),
+           pid: int = cli.typer.Option(0, "--pid", help="watch this running process"),
+           command: list[str] = cli.typer.Argument(None, metavar="[-- COMMAND ARGS...]"),
+           flag: list[str] = cli.typer.Option([], "--flag", help="HENTITYKEEPONDEATH")):
+    """Watch a running process (--pid) or start COMMAND and watch it (QNX ham_attach)."""
+    import shlex
+
+    if (pid > 0) == bool(command):
+        raise AppletError("attach: give either --pid PID or -- COMMAND ARGS...", EXIT_USAGE)
+    _call("ham_attach", name, 0, pid or -1, shlex.join(command) if command else None,
+          _flags(flag, q.ENTITY_FLAG_NAMES))
+    print(f"{name}: pid {_entity(name)['pid']}")
+    return 0
+
+
+@app.command()
+def detach(name: str = cli.typer.Argument(..., metavar="NAME")):
+    """Stop watching an entity: CONDDETACH fires; the process runs on (QNX ham_detach_name)."""
+    _call("ham_detach_name", 0, name, 0)
+    return 0
+
+
+@app.command()
+def condition(entity: str, name: str,
+              ctype: str = cli.typer.Argument(..., metavar="TYPE", help="death, abnormaldeath, detach, restart, "
+                                              "hbeatmissedlow, hbeatmissedhigh, attach, any (QNX names work too)"),
+              flag: list[str] = cli.typer.Option([], "--flag", help="QNX condition flags, e.g. HREARMAFTERRESTART")):
+    """Add a condition to an entity (QNX ham_condition)."""
+    key = ctype.lower().removeprefix("cond")
+    if key not in CONDITION_TYPES or key in ("state", "raise"):
+        raise AppletError(f"condition type {ctype!r}: use {', '.join(k for k in CONDITION_TYPES if k not in ('state', 'raise'))}",
+                          EXIT_USAGE)
+    _call("ham_condition", _handle(entity), CONDITION_TYPES[key], name, _flags(flag, q.CONDITION_FLAG_NAMES))
+    return 0
+
+
+ACTION_USAGE = ("restart LINE | execute LINE [TIMEOUT] | waitfor MS [PATH] | notify_pulse PID CHID CODE VALUE | "
+                "notify_signal PID SIGNUM CODE VALUE | heartbeat_healthy | log MESSAGE [VERBOSITY]")
+
+
+def _action_call(kind: str, args: list[str], fail: bool):
+    """(libham function name, its arguments after the handle and name) for KIND ARGS."""
+    try:
+        numbers = [int(a) for a in args] if kind in ("notify_pulse", "notify_signal") else None
+        if kind == "restart" and len(args) == 1 and not fail:
+            return "restart", [args[0]]
+        if kind == "execute" and len(args) in (1, 2):
+            return "execute", [args[0]], {"timeout": float(args[1])} if len(args) == 2 else {}
+        if kind == "waitfor" and len(args) in (1, 2):
+            return "waitfor", [args[1] if len(args) == 2 else None, int(args[0])]
+        if kind == "notify_pulse" and len(args) == 4:
+            return "notify_pulse", [0, numbers[0], numbers[1], numbers[2], numbers[3]]
+        if kind == "notify_signal" and len(args) == 4:
+            return "notify_signal", [0, numbers[0], numbers[1], numbers[2], numbers[3]]
+        if kind == "heartbeat_healthy" and not args and not fail:
+            return "heartbeat_healthy", []
+        if kind == "log" and len(args) in (1, 2):
+            return "log", [args[0], 1, int(args[1]) if len(args) == 2 else 0]
+    except ValueError:
+        pass
+    raise AppletError(f"{kind} {' '.join(args)}: use {ACTION_USAGE}"
+                      + (" (no restart or heartbeat_healthy in a fail list)" if fail else ""), EXIT_USAGE)
+
+
+def _split_action(found):
+    kind, positional = found[0], found[1]
+    return kind, positional, (found[2] if len(found) > 2 else {})
+
+
+@app.command(context_settings={"ignore_unknown_options": True})
+def action(entity: str, cond: str = cli.typer.Argument(..., metavar="CONDITION"), name: str = cli.typer.Argument(...),
+           kind: str = cli.typer.Argument(..., metavar="KIND"),
+           args: list[str] = cli.typer.Argument(None, metavar="ARGS..."),
+           flag: list[str] = cli.typer.Option([], "--flag", help="QNX action flags, e.g. HACTIONKEEPONFAIL")):
+    """Add an action to a condition (QNX ham_action_*)."""
+    kind, positional, extra = _split_action(_action_call(kind, args or [], fail=False))
+    _call(f"ham_action_{kind}", _handle(f"{entity}/{cond}"), name, *positional,
+          _flags(flag, q.ACTION_FLAG_NAMES), **extra)
+    return 0
+
+
+@app.command(context_settings={"ignore_unknown_options": True})
+def fail(entity: str, cond: str = cli.typer.Argument(..., metavar="CONDITION"),
+         act: str = cli.typer.Argument(..., metavar="ACTION"), name: str = cli.typer.Argument(...),
+         kind: str = cli.typer.Argument(..., metavar="KIND"),
+         args: list[str] = cli.typer.Argument(None, metavar="ARGS...")):
+    """Add to an action's fail list (QNX ham_action_fail_*)."""
+    kind, positional, extra = _split_action(_action_call(kind, args or [], fail=True))
+    _call(f"ham_action_fail_{kind}", _handle(f"{entity}/{cond}/{act}"), name, *positional, 0, **extra)
+    return 0
+
+
+def _control(path: str, command: int, recursive: bool) -> int:
+    depth = len([p for p in path.strip("/").split("/") if p])
+    function = {1: "ham_entity_control", 2: "ham_condition_control", 3: "ham_action_control"}.get(depth)
+    if function is None:
+        raise AppletError(f"{path}: give entity, entity/condition or entity/condition/action", EXIT_USAGE)
+    _call(function, _handle(path), command, q.HRECURSE if recursive else 0)
+    return 0
+
+
+@app.command()
+def enable(path: str, recursive: bool = cli.typer.Option(False, "--recursive", "-r", help="HRECURSE")):
+    """Enable an entity, condition or action."""
+    return _control(path, q.HENABLE, recursive)
+
+
+@app.command()
+def disable(path: str, recursive: bool = cli.typer.Option(False, "--recursive", "-r", help="HRECURSE")):
+    """Disable an entity, condition or action: its events are ignored."""
+    return _control(path, q.HDISABLE, recursive)
+
+
+@app.command()
+def remove(path: str):
+    """Remove a condition, an action, or an action-fail item (an entity goes by detach)."""
+    depth = len([p for p in path.strip("/").split("/") if p])
+    if depth == 2:
+        _call("ham_condition_remove", _handle(path), 0)
+    elif depth == 3:
+        _call("ham_action_remove", _handle(path), 0)
+    elif depth == 4:
+        head, item = path.strip("/").rsplit("/", 1)
+        _call("ham_action_fail_remove", _handle(head), item, 0)
+    else:
+        raise AppletError(f"{path}: give entity/condition[/action[/fail]] (an entity goes by detach)", EXIT_USAGE)
+    return 0
+
+
+@app.command()
+def state(entity: str, value: int = cli.typer.Argument(..., metavar="N", min=0)):
+    """Publish the entity's new state (QNX ham_entity_condition_state)."""
+    _call("ham_entity_condition_state", _handle(entity), value, 0)
+    return 0
+
+
+@app.command("raise")
+def raise_(entity: str, rtype: int = cli.typer.Argument(..., metavar="TYPE", min=0),
+           rclass: int = cli.typer.Argument(..., metavar="CLASS", min=0),
+           severity: int = cli.typer.Argument(..., metavar="SEV", min=0)):
+    """Raise a condition on the entity (QNX ham_entity_condition_raise)."""
+    _call("ham_entity_condition_raise", _handle(entity), rtype, rclass, severity, 0)
+    return 0
+
+
+def _handle(path: str):
+    from hamtools.ham import Handle
+
+    return Handle(path.strip("/"))
+
+
+def _entity(name: str) -> dict | None:
+    return next((e for e in _status()["entities"] if e["name"] == name), None)
+
+
+@app.command()
+def lookup(name: str, wait: float = cli.typer.Option(0.0, "--wait", metavar="SECS",
+                                                        help="wait this long for it to be running (across a restart)")):
+    """Print the entity's current pid (seed 001's lookup service); with --wait, wait for it."""
+    deadline = time.monotonic() + wait
+    while True:
+        entity = _entity(name)
+        if entity is not None and entity["run"] == "running" and entity["pid"]:
+            print(entity["pid"])
+            return 0
+        if time.monotonic() >= deadline:
+            raise AppletError(f"{name}: " + ("no such entity" if entity is None else f"not running ({entity['run']})"),
+                              EXIT_NOT_RUNNING)
+        time.sleep(0.05)  # a client's pace; ham itself never polls
+
+
+@app.command()
+def check(name: str):
+    """Exit 0 if the entity is healthy (running; heartbeat healthy if it has one; ready if it
+    reports readiness), 1 if not, 3 if ham is not running or there is no such entity: for
+    Kubernetes exec probes, keepalived track scripts and the OCF agent."""
+    entity = _entity(name)
+    if entity is None:
+        raise AppletError(f"{name}: no such entity", EXIT_NOT_RUNNING)
+    problems = []
+    if entity["run"] != "running" or not entity["pid"]:
+        problems.append(f"not running ({entity['run']})")
+    if entity["heartbeat_state"] not in (None, "healthy"):
+        problems.append(f"heartbeat {entity['heartbeat_state']}")
+    if entity.get("ready") is False and not problems:
+        problems.append("not ready")
+    if not entity["enabled"]:
+        problems.append("disabled")
+    if problems:
+        print(f"{name}: unhealthy: {', '.join(problems)}")
+        return 1
+    print(f"{name}: healthy (pid {entity['pid']})")
+    return 0
 
 
 def _is_zip(path: str) -> bool:

@@ -421,3 +421,15 @@ def ham_verbose(nodename: str | None, op: int, value: int) -> int:
 def ham_status() -> dict:
     """hamtools extension: ham's whole state, as `hamctl status --json` prints it."""
     return _call("status")
+
+
+def ham_service_control(ename: str, command: str) -> dict:
+    """hamtools extension: "start", "stop" or "restart" one entity that ham started by command
+    (a service, or ham_attach with a line). Returns {"name", "pid", "run"}."""
+    return _call("run", {"name": ename, "command": command})
+
+
+def ham_reload() -> dict:
+    """hamtools extension: apply ham's configuration files again (as SIGHUP does); returns the
+    names added, removed, changed and unchanged."""
+    return _call("reload")

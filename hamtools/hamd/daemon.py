@@ -272,7 +272,8 @@ def _entity_status(entity: Entity) -> dict:
         run = "stopped"
     return {
         "name": entity.name, "type": entity.kind, "pid": entity.pid, "run": run,
-        "state": entity.state,
+        "state": entity.state, "ready": entity.ready if entity.service is not None else None,
+        "service": entity.service is not None,
         "heartbeat_state": entity.hb_state if entity.heartbeat else None,
         "restarts": entity.restarts, "deaths": entity.deaths, "enabled": entity.enabled,
         "flags": q.flag_names(entity.flags, q.ENTITY_FLAG_NAMES),

@@ -315,6 +315,26 @@ class Requests:
                 fixed = self._action_params(_ROOT, entity, fail["kind"], fail["params"])
                 self.model.add_fail(action, FailAction(fail["name"], fail["kind"], fixed, entity.uid, entity.gid))
 
+    def op_run(self, conn, args):
+        """hamctl start|stop|restart ENTITY (services, and entities ham started by command)."""
+        entity = self.model.entity(_text(args, "name"))
+        command = _text(args, "command")
+        self._require(self._owns(conn, entity), f"{command} {entity.name!r}")
+        if entity.argv is None:
+            raise HamError(errno.EINVAL, f"{entity.name!r} was not started by ham: it has no command")
+        services = self.ham.services
+        if command == "stop":
+            services.stop(entity)
+        elif command == "start":
+            if entity.pid is not None:
+                raise HamError(errno.EBUSY, f"{entity.name!r} is running (pid {entity.pid})")
+            services.start(entity)
+        elif command == "restart":
+            services._restart_now(entity, why="hamctl restart")
+        else:
+            raise HamError(errno.EINVAL, f"unknown command {command!r}")
+        return {"name": entity.name, "pid": entity.pid, "run": entity.run}
+
     def op_reload(self, conn, args):
         self._require(self._may_administer(conn), "reload ham's configuration")
         try:

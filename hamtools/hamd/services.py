@@ -42,6 +42,9 @@ class Services:
         changed = [n for n in wanted if n in current and _without_source(current[n].service)
                    != _without_source(wanted[n])]
         added = [n for n in wanted if n not in current]
+        for name, entity in current.items():
+            if entity.pid is not None and entity.run == "running":
+                entity.ready = True  # running before this ham started: readiness established
         for name in removed:
             self.stop(current[name], remove=True)
         for name in changed:
@@ -82,7 +85,7 @@ class Services:
         return entity is not None and entity.run == "running" and getattr(entity, "ready", False)
 
     def start(self, entity: Entity, restarted: bool = False, safe_uptime: float | None = None) -> None:
-        spec = entity.service
+        spec = entity.service or _plain(entity)
         argv, env = list(spec["argv"]), dict(spec["env"])
         if safe_uptime is not None:
             argv, extra = policy.safe_mode(spec, argv, safe_uptime)
@@ -96,8 +99,9 @@ class Services:
             self.ham.changed()
             return
         entity.run, entity.ready = "running", False
-        history = self.histories.setdefault(entity.name, policy.History())
-        policy.started(history, self.clock.monotonic(), restarted)
+        if entity.service is not None:
+            policy.started(self.histories.setdefault(entity.name, policy.History()),
+                           self.clock.monotonic(), restarted)
         if entity.heartbeat:
             self.ham.engine.hb_start(entity)
         self.log(1, f"Started service {entity.name} (pid {entity.pid})"
@@ -106,7 +110,7 @@ class Services:
         self.ham.changed()
 
     def _await_ready(self, entity: Entity) -> None:
-        ready = entity.service["ready"]
+        ready = (entity.service or _plain(entity))["ready"]
         if ready.startswith("delay:"):
             self._timer(entity, float(ready[6:]), lambda: self._became_ready(entity))
         elif ready.startswith("path:"):
@@ -227,7 +231,7 @@ class Services:
 
     def stop(self, entity: Entity, remove: bool = False, then=None) -> None:
         self._cancel(entity.name)
-        spec = entity.service
+        spec = entity.service or _plain(entity)
         pid = entity.pid
         if pid is None:
             entity.run = "stopped"
@@ -266,6 +270,12 @@ class Services:
             self.stop(pending.pop(0), then=next_one)
 
         next_one()
+
+
+def _plain(entity: Entity) -> dict:
+    """What start/stop need for an entity ham started by command without a service spec."""
+    return {"argv": entity.argv, "env": {}, "ready": "none", "stop_signal": signal.SIGTERM,
+            "stop_timeout": 10.0, "safe_arg": None}
 
 
 def _without_source(spec: dict) -> dict:
