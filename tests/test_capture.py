@@ -118,11 +118,12 @@ def test_partial_lines_wait_for_their_newline_and_over_long_lines_come_in_pieces
     assert path.read_bytes() == b"hello\n" + b"z" * (capture.LINE_MAX + 10) + b"tail"
 
 
-def test_stderr_to_stdout_keeps_the_order(ham, tmp_path):
+@pytest.mark.parametrize("keys", [{}, {"umask": 0o022}], ids=["posix_spawn", "fork"])
+def test_stderr_to_stdout_keeps_the_order(ham, tmp_path, keys):
     path = tmp_path / "both.log"
     script = ("import os\nfor i in range(3):\n    os.write(1, b'out%d\\n' % i)\n"
               "    os.write(2, b'err%d\\n' % i)\n")
-    ham(spec("both", _py(script), stdout=f"file:{path}", stderr="stdout"))
+    ham(spec("both", _py(script), stdout=f"file:{path}", stderr="stdout", **keys))
     assert path.read_text() == "out0\nerr0\nout1\nerr1\nout2\nerr2\n"
 
 
@@ -162,7 +163,7 @@ def test_null_and_inherit(ham, tmp_path):
     pid = child.start(spec("n", report_argv(out)), {}, ham.log)
     report = wait_report(pid, out)
     assert (report["fd1"], report["fd2"]) == (os.readlink("/proc/self/fd/1"), os.readlink("/proc/self/fd/2"))
-    s = spec("n", report_argv(out), stdout="null", stderr="stdout")
+    s = spec("n", report_argv(out), stdout="null", stderr="stdout", cwd=str(tmp_path))
     streams = ham.capture.open(s)
     pid = child.start(s, {}, ham.log, stdout=streams.stdout, stderr=streams.stderr)
     streams.attach(pid)
