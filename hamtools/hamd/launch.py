@@ -17,12 +17,11 @@ import errno
 import os
 import signal
 import socket
-import struct
 
 from hamtools.core import proc, wire
+from hamtools.core.seqpacket import peer_credentials
 
 _libc = ctypes.CDLL(None, use_errno=True)
-_CREDS = struct.Struct("3i")
 # What ham ignores (SPEC §3) must not stay ignored in what it starts.
 _RESET_SIGNALS = tuple(s for s in signal.valid_signals() if s not in (signal.SIGKILL, signal.SIGSTOP))
 
@@ -108,7 +107,7 @@ class Launcher:
         try:
             sock.setblocking(False)
             sock.connect(wire.channel_address(pid, chid))
-            owner = _CREDS.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CREDS.size))[0]
+            owner = peer_credentials(sock)[0]
         except OSError:
             sock.close()
             return None

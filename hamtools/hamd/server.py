@@ -10,13 +10,12 @@ dropped; the number of peers is bounded.
 import errno
 import os
 import socket
-import struct
 
 from hamtools.core import wire
+from hamtools.core.seqpacket import peer_credentials, read_datagram
 from hamtools.core import hamproto as protocol
 from hamtools.hamd.model import HamError
 
-CREDS = struct.Struct("3i")
 MAX_PEERS = 1024
 BURST = 64  # datagrams read from one peer per wakeup, so one flooder cannot starve others
 
@@ -67,7 +66,7 @@ class Server:
                 sock.close()
                 self.ham.log(1, "too many peers: refusing a connection")
                 continue
-            pid, uid, gid = CREDS.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, CREDS.size))
+            pid, uid, gid = peer_credentials(sock)
             sock.setblocking(False)
             conn = Conn(sock, pid, uid, gid, control)
             self.conns[sock.fileno()] = conn
@@ -75,17 +74,15 @@ class Server:
 
     def _readable(self, conn: Conn) -> None:
         for _ in range(BURST):
-            try:
-                data, _, flags, _ = conn.sock.recvmsg(wire.MAX_FRAME)
-            except (BlockingIOError, InterruptedError):
+            got = read_datagram(conn.sock, wire.MAX_FRAME)
+            if got is None:
                 return
-            except OSError:
-                data, flags = b"", 0
+            data, truncated = got
             if not data:
                 self.close(conn)
                 return
             try:
-                frame = wire.decode_datagram(data, bool(flags & socket.MSG_TRUNC))
+                frame = wire.decode_datagram(data, truncated)
             except wire.ProtocolError as bad:
                 self.ham.log(3, f"bad frame from pid {conn.pid}: {bad}")
                 self._send(conn, wire.encode_error(bad.msg_id, bad.errno))

@@ -24,17 +24,16 @@ import os
 import select
 import signal
 import socket
-import struct
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 
 from hamtools.core import wire
+from hamtools.core.seqpacket import peer_credentials, read_datagram
 from hamtools.core.wire import Frame, ProtocolError, Pulse, channel_address
 from hamtools.neutrino import consts as c
 
-CREDS = struct.Struct("3i")
 HANGUP = select.POLLHUP | select.POLLRDHUP | select.POLLERR | select.POLLNVAL
 SCOID_BASE = 0x40000000
 _CATCHABLE = signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}  # QNX's _NTO_SIDE_CHANNEL range, so scoids never look like coids
@@ -312,17 +311,15 @@ class Kernel:
 
     def _client_recv(self, conn: _Connection) -> Frame | None:
         """Take the datagram waiting on the connection (None if it was not a frame)."""
-        try:
-            data, _, flags, _ = conn.sock.recvmsg(wire.MAX_FRAME, 0, socket.MSG_DONTWAIT)
-        except BlockingIOError:
+        got = read_datagram(conn.sock, wire.MAX_FRAME, socket.MSG_DONTWAIT)
+        if got is None:
             return None
-        except ConnectionResetError:
-            data, flags = b"", 0
+        data, truncated = got
         if not data:
             conn.dead = True
             raise _oserror(errno.ESRCH, f"the server of connection {conn.coid} died")
         try:
-            return wire.decode_datagram(data, bool(flags & socket.MSG_TRUNC))
+            return wire.decode_datagram(data, truncated)
         except ProtocolError:
             return None  # a server that speaks garbage cannot answer this send; keep waiting
 
@@ -402,7 +399,7 @@ class Kernel:
                 return
             except OSError:
                 return  # EMFILE and the like: the client waits in the backlog
-            pid, uid, gid = CREDS.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, CREDS.size))
+            pid, uid, gid = peer_credentials(sock)
             sock.setblocking(False)
             with self.lock:
                 scoid = self.scoid_of_pid.get(pid)
@@ -416,18 +413,16 @@ class Kernel:
     def _drain(self, conn: _ServerConn) -> None:
         """Read every datagram waiting on a server connection."""
         while not conn.closed:
-            try:
-                data, _, flags, _ = conn.sock.recvmsg(wire.MAX_FRAME)
-            except (BlockingIOError, InterruptedError):
+            got = read_datagram(conn.sock, wire.MAX_FRAME)
+            if got is None:
                 return
-            except OSError:
-                data, flags = b"", 0
+            data, truncated = got
             if not data:
                 with self.lock:
                     self._close_server_conn(conn, report=True)
                 return
             try:
-                frame = wire.decode_datagram(data, bool(flags & socket.MSG_TRUNC))
+                frame = wire.decode_datagram(data, truncated)
             except ProtocolError as bad:
                 self._answer(conn, wire.encode_error(bad.msg_id, bad.errno))
                 continue
