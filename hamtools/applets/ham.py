@@ -131,7 +131,7 @@ def _group(name: str) -> int:
 
 
 def run(*, verbosity, log, stamps, runtime_dir, gid, foreground, stop_entities, configs) -> int:
-    ready = None if foreground else _detach()
+    ready = None if foreground else _detach(keep_stderr=log is None)
     from hamtools.core.loop import Loop
     from hamtools.hamd.daemon import AlreadyRunning, Ham
     from hamtools.hamd.hlog import HamLog
@@ -167,8 +167,9 @@ def _fail(ready: int | None, message: str) -> int:
     return 1
 
 
-def _detach() -> int:
-    """Fork into the background; the parent exits once the child says it is up (or why not)."""
+def _detach(keep_stderr: bool) -> int:
+    """Fork into the background; the parent exits once the child says it is up (or why not).
+    stderr stays only when it is ham's log (no -f): else nothing keeps the caller's pipe open."""
     read_end, write_end = os.pipe()
     if os.fork() > 0:
         os.close(write_end)
@@ -184,6 +185,8 @@ def _detach() -> int:
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
     os.dup2(null, 1)
+    if not keep_stderr:
+        os.dup2(null, 2)
     if null > 2:
         os.close(null)
     os.chdir("/")

@@ -106,8 +106,14 @@ class Ham:
 
     def _load_config(self):
         from hamtools.hamd import config
+        from hamtools.hamd.service import ConfigError
 
-        return config.load(self.config_paths)
+        specs, groups = config.load(self.config_paths)
+        for spec in specs:
+            if spec["ready"] == "notify":  # honest until sd_notify exists (the heartbeat issue)
+                raise ConfigError(spec["source"], "ready = notify needs sd_notify, which ham does not "
+                                                  "understand yet: use path:… or delay:…")
+        return specs, groups
 
     def reload(self) -> dict:
         """hamctl reload / SIGHUP: apply the configuration files again. A bad file changes
@@ -149,6 +155,8 @@ class Ham:
         self.loop.stop()
 
     def close(self) -> None:
+        if self.services._capture is not None:
+            self.services._capture.close()
         if self._save_timer is not None:
             self._save_timer.cancel()
         for pidfd in self.pidfds.values():

@@ -2,7 +2,7 @@
 
 Spawning: as ham's own uid through posix_spawn (fastest: ham is a big Python process, a fork
 would copy it); as another uid (a request from a non-root user runs as that user, QNX 8.0's
-rule) through fork+exec with the uid, gid and supplementary groups reset. Either way the child
+rule) through hamd.child (fork, the user's own supplementary groups, gid, uid, exec). Either way the child
 gets default signal dispositions, an empty signal mask, its own process group, and
 HAM_ENTITY=<name> in its environment: when a spawned process daemonizes (exits 0 leaving a
 child behind), ham, a child subreaper, finds the orphan carrying its entity's tag and follows
@@ -22,8 +22,6 @@ from hamtools.core import proc, wire
 from hamtools.core.seqpacket import peer_credentials
 
 _libc = ctypes.CDLL(None, use_errno=True)
-# What ham ignores (SPEC §3) must not stay ignored in what it starts.
-_RESET_SIGNALS = tuple(s for s in signal.valid_signals() if s not in (signal.SIGKILL, signal.SIGSTOP))
 
 
 class _Sigval(ctypes.Union):
@@ -43,16 +41,19 @@ class Launcher:
         """Start argv (for entity, which then holds the new pid); returns the pid.
         env: extra environment (a service's own, safe mode's)."""
         env = {**self.base_env, **(env or {})}
-        if entity is not None:
-            env["HAM_ENTITY"] = entity.name
+        # an execute's orphans must never pass for the entity's daemon: its tag is empty
+        env["HAM_ENTITY"] = entity.name if entity is not None else ""
         if uid == os.geteuid():
-            child = proc.spawn(argv, env=env)
-            child.close()  # children are reaped with waitpid(-1) on SIGCHLD, not by pidfd
-            pid = child.pid
+            started = proc.spawn(argv, env=env)
+            started.close()  # children are reaped with waitpid(-1) on SIGCHLD, not by pidfd
+            pid = started.pid
         elif os.geteuid() != 0:
             raise PermissionError(errno.EPERM, "ham is not root: it cannot run as another user")
         else:
-            pid = _spawn_as(argv, env, uid, gid)
+            from hamtools.hamd import child
+
+            pid = child.start({"name": env["HAM_ENTITY"], "argv": argv, "uid": uid, "gid": gid},
+                              env, self.log)
         if entity is not None:
             entity.pid, entity.start = pid, proc.start_time(pid)
             entity.spawned = True
@@ -138,20 +139,3 @@ def _same_process(pid: int, start: int | None) -> bool:
     now = proc.start_time(pid)
     return now is not None and (start is None or now == start)
 
-
-def _spawn_as(argv: list[str], env: dict, uid: int, gid: int) -> int:
-    def reset_signals() -> None:  # runs in the child, between fork and exec
-        for signum in _RESET_SIGNALS:
-            try:
-                signal.signal(signum, signal.SIG_DFL)
-            except (OSError, ValueError):
-                pass
-        signal.pthread_sigmask(signal.SIG_SETMASK, ())
-
-    import subprocess  # only here: ham's resident size stays small without it
-
-    child = subprocess.Popen(argv, env=env, user=uid, group=gid, extra_groups=[],
-                             process_group=0, close_fds=True, preexec_fn=reset_signals)
-    # ham reaps every child itself (waitpid(-1) on SIGCHLD); Popen must never reap it.
-    child._child_created = False
-    return child.pid

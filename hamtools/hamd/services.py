@@ -30,18 +30,19 @@ class Services:
         self.histories: dict[str, policy.History] = {}
         self.timers: dict[str, object] = {}  # name -> pending backoff/readiness timer
         self.order: list[str] = []  # start order of the configured services
+        self._capture = None  # made on the first service whose output is captured
 
     # ---- configuration ----------------------------------------------------------------
 
     def apply(self, specs: list[dict], groups: dict) -> dict:
         """Make the running set match specs; returns what changed, by kind."""
+        from hamtools.hamd.config import diff
+
         self.groups = groups
         current = {e.name: e for e in self.ham.model.entities.values() if e.service is not None}
         wanted = {s["name"]: s for s in specs}
-        removed = [n for n in current if n not in wanted]
-        changed = [n for n in wanted if n in current and _without_source(current[n].service)
-                   != _without_source(wanted[n])]
-        added = [n for n in wanted if n not in current]
+        added, removed, changed, unchanged = (
+            [spec["name"] for spec in kind] for kind in diff([e.service for e in current.values()], specs))
         for name, entity in current.items():
             if entity.pid is not None and entity.run == "running":
                 entity.ready = True  # running before this ham started: readiness established
@@ -56,8 +57,7 @@ class Services:
                 self._add(wanted[name])
         self._start_ready()
         self.ham.changed()
-        return {"added": added, "removed": removed, "changed": changed,
-                "unchanged": [n for n in wanted if n not in added and n not in changed]}
+        return {"added": added, "removed": removed, "changed": changed, "unchanged": unchanged}
 
     def _add(self, spec: dict) -> None:
         entity = Entity(spec["name"], "attached", uid=spec["uid"] or 0, gid=spec["gid"] or 0,
@@ -91,7 +91,7 @@ class Services:
             argv, extra = policy.safe_mode(spec, argv, safe_uptime)
             env.update(extra)
         try:
-            self.ham.launcher.spawn(entity, argv, entity.uid, entity.gid, env=env, spec=spec)
+            self._spawn(entity, argv, env)
         except OSError as err:
             entity.run = "failed"
             self.log(0, f"cannot start {entity.name}: {argv[0]}: {err.strerror}")
@@ -108,6 +108,32 @@ class Services:
                     + (" in safe mode" if safe_uptime is not None else ""))
         self._await_ready(entity)
         self.ham.changed()
+
+    def _spawn(self, entity: Entity, argv: list[str], env: dict) -> None:
+        """A service with every attribute of its spec (hamd.child), its output captured
+        (hamd.capture); an entity ham started by plain command, as the QNX API does."""
+        if entity.service is None:
+            self.ham.launcher.spawn(entity, argv, entity.uid, entity.gid, env=env)
+            return
+        from hamtools.hamd import child
+
+        spec = {**entity.service, "argv": argv, "env": {**entity.service["env"], **env}}
+        streams = self.capture.open(spec)
+        try:
+            pid = child.start(spec, {}, self.log, stdout=streams.stdout, stderr=streams.stderr)
+        except (OSError, ValueError):
+            streams.abandon()
+            raise
+        streams.attach(pid)
+        entity.pid, entity.start, entity.spawned = pid, proc.start_time(pid), True
+
+    @property
+    def capture(self):
+        if self._capture is None:
+            from hamtools.hamd.capture import Capture
+
+            self._capture = Capture(self.loop, self.log)
+        return self._capture
 
     def _await_ready(self, entity: Entity) -> None:
         ready = (entity.service or _plain(entity))["ready"]
@@ -240,16 +266,13 @@ class Services:
             elif then:
                 then()
             return
+        from hamtools.hamd import child
+
         entity.run = "stopping"
-        ident = proc.ProcessId(pid, entity.start or 0)
-        proc.signal_identity(ident, spec["stop_signal"])
-
-        def kill_if_alive() -> None:
-            if entity.pid == pid:
-                proc.signal_identity(ident, signal.SIGKILL)
-
-        timer = self.loop.call_later(spec["stop_timeout"], kill_if_alive)
-        self.ham.after_exit(pid, lambda: (timer.cancel(), self._stopped(entity, remove, then)))
+        # The stop signal to its group, SIGKILL after stop_timeout (hamd.child); our own exit
+        # callback runs before death handling, so a stop we asked for is not a death.
+        stopping = child.stop(pid, spec, self.loop, lambda: None, start=entity.start)
+        self.ham.after_exit(pid, lambda: (stopping and stopping.cancel(), self._stopped(entity, remove, then)))
 
     def _stopped(self, entity: Entity, remove: bool, then) -> None:
         entity.run = "stopped"
@@ -276,10 +299,6 @@ def _plain(entity: Entity) -> dict:
     """What start/stop need for an entity ham started by command without a service spec."""
     return {"argv": entity.argv, "env": {}, "ready": "none", "stop_signal": signal.SIGTERM,
             "stop_timeout": 10.0, "safe_arg": None}
-
-
-def _without_source(spec: dict) -> dict:
-    return {k: v for k, v in spec.items() if k != "source"}
 
 
 def _start_order(specs: list[dict]) -> list[str]:

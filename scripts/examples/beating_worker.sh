@@ -1,7 +1,8 @@
 #!/bin/sh
 # A worker for the demo board: beats for its entity with `hamtools heartbeat`, BEATS times a
 # period apart, then stalls for STALL seconds, over and over. A stall of more than MISSED_HIGH
-# periods is a hung worker: ham kills it (KILL_SIGNAL) and restarts it.
+# periods makes it a hung worker in ham's eyes (MISSEDHIGH; the kill-and-restart of seed 001
+# comes with the heartbeat issue).
 # HAMTOOLS: the zipapp (default: hamtools on PATH). The entity name: $1, else HAM_ENTITY,
 # which ham sets for everything it starts.
 HAMTOOLS=${HAMTOOLS:-hamtools}

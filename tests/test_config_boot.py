@@ -1,0 +1,115 @@
+"""ham booted from the demo board's configuration files, from the built zipapp."""
+
+import os
+import signal
+import subprocess
+
+import pytest
+
+from hamtools.ham import ham_status, ham_stop
+from tests.conftest import ROOT
+from tests.hamfix import entity_status, kill_leftovers, wait_for
+
+BOARD = ROOT / "scripts" / "examples"
+
+
+@pytest.fixture
+def boot(tmp_path, monkeypatch, hamtools_zip, clean_python):
+    run_dir = tmp_path / "run"
+    monkeypatch.setenv("HAM_RUNTIME_DIR", str(run_dir))
+    env = dict(os.environ, HAM_RUNTIME_DIR=str(run_dir), HAMTOOLS=str(hamtools_zip),
+               PATH=f"{os.path.dirname(clean_python)}:{os.environ['PATH']}")
+
+    def start(*configs):
+        return subprocess.run([clean_python, "-I", str(hamtools_zip), "ham", "-f", str(tmp_path / "ham.log"),
+                               "--runtime-dir", str(run_dir), *(f"--config={c}" for c in configs)],
+                              env=env, capture_output=True, text=True, timeout=30)
+
+    start.env = env
+    yield start
+    try:
+        pids = [e["pid"] for e in ham_status()["entities"] if e["pid"]]
+        ham_stop(stop_entities=True)
+        wait_for(lambda: not (run_dir / "control").exists(), what="ham gone")
+    except OSError:
+        pids = []
+    kill_leftovers(pids)
+
+
+@pytest.mark.parametrize("config", ["board.toml"])
+def test_the_demo_board_boots_and_rest_for_one_works(boot, config):
+    done = boot(BOARD / config)
+    assert done.returncode == 0, done.stderr
+    names = {"steady", "flaky", "follower", "worker"}
+    wait_for(lambda: {e["name"] for e in ham_status()["entities"] if e["run"] == "running"} >= names,
+             what="every service running")
+    follower = entity_status("follower")["pid"]
+    # flaky segfaults 2 s after each start: rest_for_one restarts follower with it
+    wait_for(lambda: entity_status("follower")["pid"] not in (None, follower), timeout=15,
+             what="follower restarted with flaky")
+    assert entity_status("flaky")["restarts"] >= 1
+    assert entity_status("worker")["heartbeat_state"] is not None
+
+
+def test_the_startup_file_board_boots(boot):
+    # a startup file defines no groups: its "chain" gets the default strategy, cascade
+    done = boot(BOARD / "board.conf")
+    assert done.returncode == 0, done.stderr
+    wait_for(lambda: {e["name"] for e in ham_status()["entities"] if e["run"] == "running"}
+             >= {"steady", "flaky", "follower", "worker"}, what="every service running")
+    wait_for(lambda: entity_status("flaky")["restarts"] >= 1, timeout=15, what="flaky restarted")
+
+
+def test_a_bad_configuration_starts_nothing(boot, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[service.x]\ncommand = "/bin/sleep 600"\nnice = 40\n')
+    done = boot(bad)
+    assert done.returncode == 1
+    assert done.stderr == f"ham: {bad}:1: nice: must be between -20 and 19, not 40\n"
+    assert not (tmp_path / "run" / "control").exists()
+
+
+def test_ready_notify_is_refused_until_sd_notify_exists(boot, tmp_path):
+    conf = tmp_path / "notify.toml"
+    conf.write_text('[service.x]\ncommand = "/bin/sleep 600"\nready = "notify"\n')
+    done = boot(conf)
+    assert done.returncode == 1 and "ready = notify needs sd_notify" in done.stderr
+
+
+def test_hamctl_reload_applies_a_changed_file(boot, tmp_path, hamtools_zip, clean_python):
+    conf = tmp_path / "board.conf"
+    conf.write_text("NAME=a /bin/sleep 600\nNAME=b /bin/sleep 600\n")
+    assert boot(conf).returncode == 0
+    a = wait_for(lambda: entity_status("a") and entity_status("a")["pid"])
+    conf.write_text("NAME=a /bin/sleep 600\nNAME=c /bin/sleep 600\n")
+    done = subprocess.run([clean_python, "-I", str(hamtools_zip), "hamctl", "reload"], env=boot.env,
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "added 1 (c), removed 1 (b), changed 0, unchanged 1\n"
+    wait_for(lambda: entity_status("c") and entity_status("c")["run"] == "running", what="c")
+    assert entity_status("a")["pid"] == a
+    conf.write_text("NAME=a RESTART=sometimes /bin/sleep 600\n")
+    refused = subprocess.run([clean_python, "-I", str(hamtools_zip), "hamctl", "reload"], env=boot.env,
+                             capture_output=True, text=True, timeout=30)
+    assert refused.returncode == 1 and f"{conf}:1: RESTART" in refused.stderr
+    assert entity_status("c") is not None  # nothing changed
+
+
+def test_attributes_and_output_capture_through_ham(boot, tmp_path):
+    out = tmp_path / "svc.log"
+    conf = tmp_path / "attrs.toml"
+    conf.write_text(f"""
+[service.probe]
+command = "/bin/sh -c 'echo cwd=$(pwd) foo=$FOO umask=$(umask) entity=$HAM_ENTITY; exec sleep 600'"
+cwd = "{tmp_path}"
+env = {{ FOO = "bar" }}
+umask = "027"
+nice = 5
+stdout = "file:{out}"
+""")
+    assert boot(conf).returncode == 0
+    pid = wait_for(lambda: entity_status("probe") and entity_status("probe")["pid"])
+    wait_for(lambda: out.exists() and out.read_text().strip(), what="captured output")
+    assert out.read_text().split() == [f"cwd={tmp_path}", "foo=bar", "umask=0027", "entity=probe"]
+    with open(f"/proc/{pid}/stat") as stat:
+        assert int(stat.read().rsplit(")", 1)[1].split()[16]) == 5  # nice
