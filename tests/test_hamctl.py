@@ -188,3 +188,20 @@ def _handle(name):
     from hamtools.ham import Handle
 
     return Handle(name)
+
+
+def test_policy_through_hamctl_set(ham, hamctl, tmp_path):
+    assert hamctl("attach", "svc", "--", "/bin/sleep", "600").returncode == 0
+    done = hamctl("set", "svc", "restart=on-failure", "max_restarts=2", "backoff_initial=50ms",
+                  'after=[]', f"cwd={tmp_path}")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["restart=on-failure", "max_restarts=2", "backoff_initial=0.05", "after=[]",
+                                   f"cwd={tmp_path}"]
+    first = entity_status("svc")["pid"]
+    os.kill(first, signal.SIGKILL)  # a service now: its policy restarts it, in its new cwd
+    second = wait_for(lambda: (p := entity_status("svc")["pid"]) not in (None, first) and p)
+    assert os.readlink(f"/proc/{second}/cwd") == str(tmp_path)
+    bad = hamctl("set", "svc", "restart=sometimes")
+    assert bad.returncode == 1 and "restart" in bad.stderr
+    assert hamctl("set", "svc", "nonsense").returncode == 2
+    assert hamctl("set", "svc", "name=other").returncode == 1

@@ -135,6 +135,26 @@ def restart(name: str = cli.typer.Argument(..., metavar="ENTITY")):
     return _run(name, "restart")
 
 
+@app.command("set")
+def set_(name: str = cli.typer.Argument(..., metavar="ENTITY"),
+         settings: list[str] = cli.typer.Argument(..., metavar="KEY=VALUE...",
+                                                  help="TOML service keys, e.g. restart=on-failure max_restarts=10")):
+    """Set restart policy and attributes of an entity ham started (the configuration's keys);
+    they apply from its next death or start. A reload brings back what a file says."""
+    values = {}
+    for item in settings:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise AppletError(f"set: {item!r} is not KEY=VALUE", EXIT_USAGE)
+        try:
+            values[key] = json.loads(value) if value[:1] in "[{" else value
+        except ValueError:
+            raise AppletError(f"set: {key}: {value!r} is not valid JSON", EXIT_USAGE) from None
+    spec = _call("ham_service_set", name, **values)
+    print(" ".join(f"{k}={spec[k]}" for k in values if k in spec))
+    return 0
+
+
 @app.command()
 def reload():
     """Apply ham's configuration files again (like SIGHUP); unchanged entities are not touched."""

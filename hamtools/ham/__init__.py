@@ -433,3 +433,11 @@ def ham_reload() -> dict:
     """hamtools extension: apply ham's configuration files again (as SIGHUP does); returns the
     names added, removed, changed and unchanged."""
     return _call("reload")
+
+
+def ham_service_set(ename: str, **settings) -> dict:
+    """hamtools extension: set restart policy and service attributes of an entity ham started
+    (keys and values as in a TOML [service.NAME] table: restart="on-failure",
+    max_restarts=10, backoff_max="5s", kill_signal="SIGABRT", user="www", cwd="/srv", ...).
+    They apply from its next death or start. Returns the whole validated spec."""
+    return _call("service_set", {"name": ename, "settings": settings})

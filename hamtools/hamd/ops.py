@@ -335,6 +335,20 @@ class Requests:
             raise HamError(errno.EINVAL, f"unknown command {command!r}")
         return {"name": entity.name, "pid": entity.pid, "run": entity.run}
 
+    def op_service_set(self, conn, args):
+        """Restart policy and attributes of one entity (SPEC §3: every policy settable three
+        ways); they apply from its next death or start."""
+        entity = self.model.entity(_text(args, "name"))
+        self._require(self._may_administer(conn), f"set the policy of {entity.name!r}")
+        settings = args.get("settings")
+        if not isinstance(settings, dict) or not settings:
+            raise HamError(errno.EINVAL, "settings must be a non-empty object")
+        try:
+            spec = self.ham.services.respec(entity, settings)
+        except ValueError as bad:
+            raise HamError(errno.EINVAL, str(bad)) from None
+        return {k: v for k, v in spec.items() if k not in ("conditions", "source")}
+
     def op_reload(self, conn, args):
         self._require(self._may_administer(conn), "reload ham's configuration")
         try:

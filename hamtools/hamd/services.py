@@ -17,6 +17,7 @@ from hamtools.hamd import policy
 from hamtools.hamd.model import Entity
 
 READY_POLL = 0.05  # seconds between looks for a readiness path, only while one is awaited
+SET_SOURCE = "hamctl set"  # the source of a service made through the API, not a file
 
 
 class Services:
@@ -39,7 +40,13 @@ class Services:
         from hamtools.hamd.config import diff
 
         self.groups = groups
-        current = {e.name: e for e in self.ham.model.entities.values() if e.service is not None}
+        current = {e.name: e for e in self.ham.model.entities.values()
+                   if e.service is not None and e.service["source"] != SET_SOURCE}
+        for spec in specs:  # before anything changes: a name an API-made entity holds
+            other = self.ham.model.entities.get(spec["name"])
+            if other is not None and other.name not in current:
+                raise ValueError(f"{spec['source']}: service {spec['name']!r}: an entity of that "
+                                 "name already exists (made through the API or hamctl)")
         wanted = {s["name"]: s for s in specs}
         added, removed, changed, unchanged = (
             [spec["name"] for spec in kind] for kind in diff([e.service for e in current.values()], specs))
@@ -68,6 +75,32 @@ class Services:
         self.ham.model.add_entity(entity)
         for tree in spec["conditions"]:
             self.ham.requests.add_tree(entity, tree)
+
+    def respec(self, entity: Entity, settings: dict) -> dict:
+        """hamctl set / ham_service_set: the entity's spec with settings applied, validated by
+        the configuration's own schema. A service from a file keeps its source (a reload then
+        brings the file's values back); any other entity becomes a service of the API's."""
+        from hamtools.hamd.service import validate
+
+        if entity.argv is None:
+            raise ValueError(f"{entity.name!r} was not started by ham: it has no command")
+        if entity.service is None:
+            raw, source = {"name": entity.name, "argv": entity.argv}, SET_SOURCE
+        else:
+            raw = {k: v for k, v in entity.service.items() if k not in ("source", "conditions") and v is not None}
+            raw["rlimits"] = {k: ["unlimited" if x is None else x for x in v] for k, v in raw["rlimits"].items()}
+            source = entity.service["source"]
+        for key in ("name", "argv", "command", "condition", "conditions"):
+            if key in settings:
+                raise ValueError(f"{key}: cannot be changed here")
+        raw.update(settings)
+        spec = validate(raw, source)
+        spec["conditions"] = []  # an entity's QNX conditions live in its tree, not its spec
+        spec["source"] = source
+        entity.service = spec
+        entity.uid, entity.gid = spec["uid"] or 0, spec["gid"] or 0
+        self.ham.changed()
+        return spec
 
     # ---- starting, in order, with readiness ---------------------------------------------
 
