@@ -528,3 +528,22 @@ def test_a_forked_child_owns_none_of_the_parents_channels(channel):
     assert os.read(read_end, 100) == b"ok 1"
     os.waitpid(pid, 0)
     os.close(read_end)
+
+
+def test_oversized_messages_and_replies_are_emsgsize_and_lose_nothing(channel):
+    chid = channel()
+    client = child("""
+        coid = ConnectAttach(0, int(sys.argv[1]), int(sys.argv[2]))
+        try:
+            MsgSend(coid, b"x" * (64 * 1024 + 1))
+        except OSError as err:
+            print("send", errno.errorcode[err.errno])
+        status, reply = MsgSend(coid, b"small")
+        print("reply", status, len(reply))
+    """, os.getpid(), chid)
+    rcvid = receive(chid).rcvid
+    with pytest.raises(OSError) as big:
+        MsgReply(rcvid, 0, b"y" * (64 * 1024))
+    assert big.value.errno == errno.EMSGSIZE
+    MsgReply(rcvid, 7, b"y" * 100)  # the rcvid was not used up: the client gets this one
+    assert finish(client).split("\n")[:2] == ["send EMSGSIZE", "reply 7 100"]

@@ -233,6 +233,8 @@ class Kernel:
 
     def msg_send(self, coid: int, msg: bytes) -> SendResult:
         conn = self._connection(coid)
+        if len(msg) > wire.MAX_BODY:
+            raise _oserror(errno.EMSGSIZE, f"{len(msg)} bytes is over the {wire.MAX_BODY}-byte limit")
         with conn.lock:
             msg_id = conn.next_msg_id
             conn.next_msg_id = msg_id % 0x7FFFFFFF + 1
@@ -502,10 +504,17 @@ class Kernel:
 
     def _finish(self, rcvid: int, encode) -> None:
         with self.lock:
-            item = self.rcvids.pop(rcvid, None)
+            item = self.rcvids.get(rcvid)
         if item is None:
             raise _oserror(errno.ESRCH, f"rcvid {rcvid} is not waiting for a reply")
-        if item.conn.closed or not self._answer(item.conn, encode(item.msg_id)):
+        try:  # before the rcvid is used up: a reply too big leaves the client waiting for another
+            data = encode(item.msg_id)
+        except wire.ProtocolError as bad:
+            raise _oserror(bad.errno, str(bad)) from None
+        with self.lock:
+            if self.rcvids.pop(rcvid, None) is not item:
+                raise _oserror(errno.ESRCH, f"rcvid {rcvid} is not waiting for a reply")
+        if item.conn.closed or not self._answer(item.conn, data):
             raise _oserror(errno.ESRCH, f"the client of rcvid {rcvid} is gone")
 
     # ---- threads --------------------------------------------------------------------
