@@ -22,9 +22,11 @@ class HamRunner:
     def env(self, **more) -> dict:
         return dict(os.environ, PYTHONPATH=str(ROOT), HAM_RUNTIME_DIR=self.dir, **more)
 
-    def start(self) -> "HamRunner":
+    def start(self, verbosity: str | None = "4") -> "HamRunner":
+        """verbosity None: no -V, so ham keeps what its state file says."""
+        level = ["-V", verbosity] if verbosity is not None else []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "hamtools", "ham", "--foreground", "-V", "4", "-f", self.log,
+            [sys.executable, "-m", "hamtools", "ham", "--foreground", *level, "-f", self.log,
              "--runtime-dir", self.dir, *self.extra_args], env=self.env(), cwd=ROOT)
         deadline = time.monotonic() + 10
         while not os.path.exists(os.path.join(self.dir, "client")):

@@ -194,6 +194,19 @@ def test_detach_fires_conddetach_and_leaves_the_process(ham, chid):
     os.kill(pid, 0)  # still running
 
 
+def test_detach_runs_its_own_actions_even_behind_a_busy_queue(ham, chid):
+    busy = attach_sleeper("busy")
+    hold = ham_condition_state(busy, "hold", CONDSTATEANY, CONDSTATEANY, 0)  # noqa: F405  (OTHER queue)
+    ham_action_waitfor(hold, "wait", None, 800, 0)  # noqa: F405
+    ehdl = attach_sleeper("leaving")
+    notify(ham_condition(ehdl, CONDDETACH, "detach", 0), "own", chid, 2)  # noqa: F405
+    ham_entity_condition_state(busy, 1, 0)  # noqa: F405
+    ham.spawned.add(pid_of("leaving"))
+    ham_detach(ehdl, 0)  # noqa: F405
+    assert entity_status("leaving") is None
+    assert pulses(chid, 1) == [(2, 20)]  # after the waitfor, but it comes
+
+
 def test_placeholder_fires_condattach(ham, chid):
     placeholder = ham_entity("later", ND_LOCAL_NODE, 0)  # noqa: F405
     notify(ham_condition(placeholder, CONDATTACH, "attached", 0), "a", chid, 7)  # noqa: F405
@@ -517,19 +530,47 @@ def test_persistence_across_stop_and_start_readopts(ham, chid, tmp_path):
     ham_stop()  # noqa: F405
     ham.proc.wait(10)
     os.kill(pid, 0)  # the entity runs on without ham
-    ham.start()
+    ham.start(verbosity=None)
     after = entity_status("db")
     assert after["pid"] == pid and after["conditions"] == before["conditions"]
-    assert ham_verbose(None, VERBOSE_GET, 0) == 5  # noqa: F405
-    assert _count_processes("/bin/sleep") == _count_processes("/bin/sleep")  # stable
+    assert ham_verbose(None, VERBOSE_GET, 0) == 5  # noqa: F405  (no -V: the state's)
+    assert _instances("db") == [pid]  # re-adopted, not started a second time
+    ham_stop()  # noqa: F405
+    ham.proc.wait(10)
+    ham.start(verbosity="2")
+    assert ham_verbose(None, VERBOSE_GET, 0) == 2  # noqa: F405  (the command line wins)
     os.kill(pid, signal.SIGKILL)  # the new ham sees the death of what it re-adopted
     assert pulses(chid, 1) == [(1, 10)]
     assert wait_for(lambda: (s := entity_status("db"))["pid"] not in (None, pid) and s["run"] == "running")
     assert "Re-adopted db" in ham.read_log()
 
 
-def _count_processes(exe):
-    return sum(1 for pid in os.listdir("/proc") if pid.isdigit() and _cmd(int(pid)).startswith(exe))
+def test_a_restart_cut_short_by_a_stop_is_finished_by_the_next_ham(ham):
+    ehdl = attach_sleeper("midway")
+    death = ham_condition(ehdl, CONDDEATH, "death", HREARMAFTERRESTART)  # noqa: F405
+    ham_action_waitfor(death, "settle", None, 1500, HREARMAFTERRESTART)  # noqa: F405
+    ham_action_restart(death, "restart", SLEEP, HREARMAFTERRESTART)  # noqa: F405
+    os.kill(pid_of("midway"), signal.SIGKILL)
+    wait_for(lambda: entity_status("midway")["run"] == "dead", what="the death")
+    ham_stop()  # noqa: F405  (while the waitfor holds the restart back)
+    ham.proc.wait(10)
+    ham.start()
+    wait_for(lambda: entity_status("midway")["restarts"] == 1, what="the restart")
+    assert _instances("midway") == [pid_of("midway")] and entity_status("midway")["run"] == "running"
+    assert "finishing the handling of its death" in ham.read_log()
+
+
+def _instances(entity: str) -> list[int]:
+    """Every process ham started for entity (they carry HAM_ENTITY=<name>)."""
+    tag, found = f"HAM_ENTITY={entity}".encode(), []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as environ:
+                if tag in environ.read().split(b"\0"):
+                    found.append(int(pid))
+        except OSError:
+            continue
+    return found
 
 
 def test_second_ham_refuses_and_signals_are_ignored(ham):
@@ -565,3 +606,21 @@ def test_a_start_window_never_holds_other_entities_restarts(ham, chid):
     wait_for(lambda: entity_status("a")["pid"] not in (None, first_a)
              and entity_status("b")["pid"] not in (None, first_b), what="both respawned")
     assert time.monotonic() - started < 0.8
+
+
+def test_an_answer_longer_than_a_frame_arrives_whole(ham):
+    """ham_status of a big tree: many MORE frames, more than the socket buffer holds at once."""
+    ham_connect(0)  # noqa: F405
+    try:
+        for n in range(600):
+            placeholder = ham_entity(f"placeholder-with-a-long-name-{n:04d}", ND_LOCAL_NODE, 0)  # noqa: F405
+            death = ham_condition(placeholder, CONDDEATH, "death-" + "x" * 100, 0)  # noqa: F405
+            ham_action_log(death, "say", "y" * 400, 0, 0, 0)  # noqa: F405
+        status = ham_status()  # noqa: F405
+    finally:
+        ham_disconnect(0)  # noqa: F405
+    import json
+
+    assert len(json.dumps(status)) > 8 * 64 * 1024
+    names = [e["name"] for e in status["entities"]]
+    assert names[-1] == "placeholder-with-a-long-name-0599" and len(names) == 601

@@ -88,11 +88,13 @@ def results(done) -> dict:
     return dict(line.split(" ", 1) for line in done.stdout.splitlines())
 
 
-def test_second_user_on_the_client_socket(open_ham, second_user):
+def test_second_user_on_the_client_socket(open_ham, second_user, request):
     from hamtools.ham import (CONDDEATH, ND_LOCAL_NODE, ham_attach, ham_condition, ham_status)
 
     root_svc = ham_attach("rootsvc", ND_LOCAL_NODE, -1, "/bin/sleep 600", 0)
     ham_condition(root_svc, CONDDEATH, "death", 0)
+    victim = subprocess.Popen(["/bin/sleep", "600"])
+    request.addfinalizer(victim.kill)
     done = as_user(open_ham, second_user, TRY + """
 e = None
 def self_attach():
@@ -112,14 +114,24 @@ attempt("notify_root", lambda: ham_action_notify_signal(c, "killinit", 0, 1, 9, 
 attempt("restart_root", lambda: ham_action_restart(ham_condition(ham_entity_handle(0, "rootsvc", 0), CONDABNORMALDEATH, "x", 0), "r", "/bin/sh", 0))
 attempt("control_root", lambda: ham_entity_control(ham_entity_handle(0, "rootsvc", 0), HDISABLE, 0))
 attempt("remove_root", lambda: ham_condition_remove(c, 0))
-""")
+# Through an entity of its own: ham would send as root, so a root target is still refused.
+mine = ham_condition_state(e, "mine", CONDSTATEANY, CONDSTATEANY, 0)
+attempt("own_notify_root_signal", lambda: ham_action_notify_signal(mine, "k", 0, VICTIM, 9, 0, 0, 0))
+attempt("own_notify_root_pulse", lambda: ham_action_notify_pulse(mine, "p", 0, VICTIM, 1, 1, 1, 0))
+attempt("own_notify_self", lambda: ham_action_notify_signal(mine, "me", 0, os.getpid(), 28, 0, 0, 0))
+attempt("notify_nobody", lambda: ham_action_notify_pulse(mine, "gone", 0, 2**22 + 7, 1, 1, 1, 0))
+attempt("publish_mine", lambda: ham_entity_condition_state(e, 4, 0))
+""".replace("VICTIM", str(victim.pid)))
     got = results(done)
     assert got == {
         "attach_self": "ok", "state_own": "ok", "spawn": "EPERM", "adopt_root": "EPERM",
         "stop": "EPERM", "verbose_set": "EPERM", "verbose_get": "ok", "state_root": "EPERM",
         "notify_self": "ok", "notify_root": "EPERM", "restart_root": "EPERM",
-        "control_root": "EPERM", "remove_root": "EPERM",
+        "control_root": "EPERM", "remove_root": "EPERM", "own_notify_root_signal": "EPERM",
+        "own_notify_root_pulse": "EPERM", "own_notify_self": "ok", "notify_nobody": "ESRCH",
+        "publish_mine": "ok",
     }
+    assert victim.poll() is None  # root's process was never signalled
     entities = {e["name"]: e for e in ham_status()["entities"]}
     assert "evil" not in entities and entities["rootsvc"]["enabled"]
     assert [a["name"] for a in entities["rootsvc"]["conditions"][0]["actions"]] == ["tellme"]
@@ -223,3 +235,43 @@ def test_peers_that_vanish_or_stall_do_not_hurt_ham(open_ham):
     assert ham_status()["ham_pid"] == open_ham.proc.pid
     assert open_ham.proc.poll() is None
     staller.close()
+
+
+def test_one_user_can_neither_crowd_out_others_nor_grow_the_tree_without_bound(open_ham, second_user):
+    from hamtools.hamd.ops import MAX_ENTITIES_PER_UID
+    from hamtools.hamd.server import MAX_PEERS_PER_UID
+
+    done = as_user(open_ham, second_user, TRY + f"""
+import socket, time
+held = []
+for _ in range({MAX_PEERS_PER_UID} + 8):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    s.connect(os.environ["HAM_RUNTIME_DIR"] + "/client")
+    held.append(s)
+time.sleep(0.3)
+dropped = 0
+for s in held:
+    s.setblocking(False)
+    try:
+        dropped += s.recv(1) == b""
+    except BlockingIOError:
+        pass
+print("dropped", dropped)
+for s in held:
+    s.close()
+made = 0
+for n in range({MAX_ENTITIES_PER_UID} + 1):
+    try:
+        ham_entity(f"p{{n}}", 0, 0)
+        made += 1
+    except OSError as err:
+        print("refused", made, errno.errorcode[err.errno])
+        break
+""", timeout=60)
+    got = results(done)
+    assert got == {"dropped": "8", "refused": f"{MAX_ENTITIES_PER_UID} ENOMEM"}
+    from hamtools.ham import ham_entity, ham_status
+
+    ham_entity("roots", 0, 0)  # root is not held to the user's quota
+    assert "roots" in {e["name"] for e in ham_status()["entities"]}
+    assert "refusing a connection" in open_ham.read_log()

@@ -4,8 +4,10 @@ a fresh SHIV_ROOT, nothing installed but the interpreter."""
 import os
 import subprocess
 import sys
+import time
 import tomllib
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -103,10 +105,42 @@ def test_heartbeat_one_shot_imports_neither_typer_nor_psutil(clean_python, hamto
     done, modules = importtime(clean_python, hamtools_zip, tmp_path, "heartbeat", "worker")
     assert done.returncode == 3  # no ham: the whole path ran up to connect()
     assert "hamtools.applets.heartbeat" in modules and "_socket" in modules
-    heavy = {m for m in modules if m.split(".")[0] in
-             ("typer", "psutil", "rich", "shellingham", "dataclasses", "socket", "json",
-              "hamtools.neutrino", "_bootstrap")}
-    assert heavy == set()
+    assert heavy_modules(modules, "typer", "psutil", "rich", "shellingham", "dataclasses", "socket",
+                         "json", "hamtools.neutrino", "_bootstrap") == set()
+
+
+def heavy_modules(modules, *heavy):
+    return {m for m in modules if any(m == h or m.startswith(h + ".") for h in heavy)}
+
+
+def test_the_daemon_runs_lean_under_its_own_name(clean_python, hamtools_zip, tmp_path):
+    """ham from the zip execs itself without the launcher's modules (core.relaunch), and its
+    steady state imports none of the packages that cost resident size."""
+    run = tmp_path / "run"
+    ham = subprocess.Popen([clean_python, "-I", "-X", "importtime", str(hamtools_zip), "ham",
+                            "--foreground", "--runtime-dir", str(run), "-f", str(tmp_path / "log")],
+                           cwd=tmp_path, stderr=subprocess.PIPE, text=True,
+                           env={"PATH": "/usr/bin:/bin", "SHIV_ROOT": str(tmp_path / "shiv")})
+    try:
+        deadline = time.monotonic() + 10
+        while not (run / "client").exists():
+            assert ham.poll() is None and time.monotonic() < deadline, "ham did not come up"
+            time.sleep(0.02)
+        comm = Path(f"/proc/{ham.pid}/comm").read_text().strip()
+        argv = Path(f"/proc/{ham.pid}/cmdline").read_bytes().split(b"\0")
+    finally:
+        ham.terminate()
+        _, stderr = ham.communicate(timeout=10)
+    assert ham.returncode == 0
+    assert comm == "ham" and b"-c" in argv and argv[-7:-5] == [b"ham", b"--foreground"]
+    launcher, daemon = ({line.split("|")[-1].strip() for line in part.splitlines() if "|" in line}
+                        for part in stderr.split("import time: self [us]")[1:3])  # a header each
+    assert "runpy" in launcher and "hamtools.hamd.daemon" not in launcher
+    loaded = daemon
+    assert "hamtools.hamd.daemon" in loaded and "_json" in loaded
+    assert heavy_modules(loaded, "runpy", "json", "re", "enum", "socket", "signal", "selectors",
+                         "collections", "functools", "ctypes", "typer", "psutil",
+                         "hamtools.hamd.services") == set()
 
 
 def test_typer_applets_import_typer_without_rich(clean_python, hamtools_zip, tmp_path):

@@ -74,6 +74,11 @@ def main(argv: list[str]) -> int:
         elif opt == "--config":
             settings["configs"].append(os.path.abspath(value))
     settings["verbosity"] += settings.pop("extra")
+    # Without -v/-V/-d, a ham started again keeps the verbosity hamctl last set.
+    settings["keep_verbosity"] = not any(opt in ("-v", "-V", "-d") for opt, _ in opts)
+    from hamtools.core import relaunch
+
+    relaunch.exec_lean("ham", argv)  # the daemon runs without the zipapp's launcher modules
     return run(**settings)
 
 
@@ -130,7 +135,8 @@ def _group(name: str) -> int:
         raise AppletError(f"--group {name}: no such group", EXIT_USAGE) from None
 
 
-def run(*, verbosity, log, stamps, runtime_dir, gid, foreground, stop_entities, configs) -> int:
+def run(*, verbosity, keep_verbosity, log, stamps, runtime_dir, gid, foreground, stop_entities,
+        configs) -> int:
     ready = None if foreground else _detach(keep_stderr=log is None)
     from hamtools.core.loop import Loop
     from hamtools.hamd.daemon import AlreadyRunning, Ham
@@ -140,7 +146,8 @@ def run(*, verbosity, log, stamps, runtime_dir, gid, foreground, stop_entities, 
     loop = Loop()
     try:
         hamlog = HamLog(loop.clock, verbosity=verbosity, path=log, stamps=stamps)
-        ham = Ham(loop, runtime_dir, hamlog, gid=gid, stop_entities=stop_entities)
+        ham = Ham(loop, runtime_dir, hamlog, gid=gid, stop_entities=stop_entities,
+                  keep_verbosity=keep_verbosity)
         ham.start(configs)
     except AlreadyRunning as busy:
         return _fail(ready, f"cannot start: {busy}")

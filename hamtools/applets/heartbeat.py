@@ -20,7 +20,6 @@ Send one heartbeat to ham for entity NAME (QNX ham_heartbeat). Exit 0 when ham t
 ham's sockets live in $HAM_RUNTIME_DIR (default /run/ham).
 
 Status: the one-shot form is built; --every and the sd_notify form are not built yet.
-ham itself is not built yet either, so for now a beat always reports that ham is not running.
 """
 
 ANSWER_TIMEOUT = 5.0  # seconds; ham answers at once unless it is wedged

@@ -9,7 +9,7 @@ HBEAT_CODE (no answer), as QNX's library sends _HAMHBEATPULSECODE.
 """
 
 import errno
-import json
+from hamtools.core import cjson
 
 HBEAT_CODE = 2  # _PULSE_CODE_MINAVAIL + 2, QNX's _HAMHBEATPULSECODE
 MAX_NAME = 255
@@ -22,7 +22,7 @@ class BadRequest(ValueError):
 def encode_request(op: str, args: dict | None = None) -> bytes:
     if op == "heartbeat":
         return b"heartbeat " + str((args or {}).get("name", "")).encode()
-    return op.encode() + b" " + json.dumps(args or {}, separators=(",", ":")).encode()
+    return op.encode() + b" " + cjson.dumps(args or {}).encode()
 
 
 def decode_request(body: bytes) -> tuple[str, dict]:
@@ -39,7 +39,7 @@ def decode_request(body: bytes) -> tuple[str, dict]:
         except UnicodeDecodeError:
             raise BadRequest("entity name is not UTF-8") from None
     try:
-        args = json.loads(rest or b"{}")
+        args = cjson.loads(rest or b"{}")
     except (ValueError, RecursionError):
         raise BadRequest("arguments are not JSON") from None
     if not isinstance(args, dict):
@@ -48,7 +48,7 @@ def decode_request(body: bytes) -> tuple[str, dict]:
 
 
 def encode_answer(data=None) -> tuple[int, bytes]:
-    return 0, b"" if data is None else json.dumps(data, separators=(",", ":")).encode()
+    return 0, b"" if data is None else cjson.dumps(data).encode()
 
 
 def encode_failure(err: int, reason: str) -> tuple[int, bytes]:
@@ -60,4 +60,4 @@ def decode_answer(status: int, body: bytes):
     if status < 0:
         err = -status
         raise OSError(err, body.decode(errors="replace") or errno.errorcode.get(err, str(err)))
-    return json.loads(body) if body else None
+    return cjson.loads(body) if body else None

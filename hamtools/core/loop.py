@@ -11,18 +11,20 @@ Every input becomes a callback on this one thread (the s6/runit shape: one wait,
 
 No polling: with no timer due the loop blocks in epoll_wait with no timeout, so an idle
 daemon makes zero wakeups. `wakeups` counts the returns from epoll_wait, for tests.
+
+Built on select.epoll, _signal and _socket directly: selectors, signal and socket would bring
+collections and enum along, resident size the daemon is budgeted against (see core.cjson).
 """
 
+import _signal
+import _socket
 import heapq
 import itertools
-import selectors
-import signal
-import socket
-from collections.abc import Callable
+import select
 
 from hamtools.core.clock import REAL, Clock
 
-Callback = Callable[[], object]
+_READ, _WRITE = select.EPOLLIN, select.EPOLLOUT
 
 
 class Timer:
@@ -30,7 +32,7 @@ class Timer:
 
     __slots__ = ("when", "callback", "cancelled")
 
-    def __init__(self, when: float, callback: Callback):
+    def __init__(self, when: float, callback):
         self.when = when
         self.callback = callback
         self.cancelled = False
@@ -43,21 +45,22 @@ class Loop:
     def __init__(self, clock: Clock = REAL):
         self.clock = clock
         self.wakeups = 0
-        self._selector = selectors.EpollSelector()
+        self._epoll = select.epoll()
+        self._callbacks: dict[int, list] = {}  # fd -> [on readable, on writable]
         self._timers: list[tuple[float, int, Timer]] = []
         self._seq = itertools.count()
         self._running = False
-        self._signal_callbacks: dict[int, Callback] = {}
+        self._signal_callbacks: dict[int, object] = {}
         self._old_handlers: dict[int, object] = {}
-        self._wakeup: tuple[socket.socket, socket.socket] | None = None
+        self._wakeup = None  # (reader, writer) sockets
         self._old_wakeup_fd = -1
 
     # -- file descriptors -------------------------------------------------------------
 
-    def add_reader(self, fd: int, callback: Callback) -> None:
+    def add_reader(self, fd: int, callback) -> None:
         self._set_interest(fd, 0, callback)
 
-    def add_writer(self, fd: int, callback: Callback) -> None:
+    def add_writer(self, fd: int, callback) -> None:
         self._set_interest(fd, 1, callback)
 
     def remove_reader(self, fd: int) -> None:
@@ -66,7 +69,7 @@ class Loop:
     def remove_writer(self, fd: int) -> None:
         self._set_interest(fd, 1, None)
 
-    def watch_pidfd(self, pidfd: int, callback: Callback) -> None:
+    def watch_pidfd(self, pidfd: int, callback) -> None:
         """Call callback once, when the process behind pidfd has exited (then stop watching)."""
 
         def fired() -> None:
@@ -75,31 +78,31 @@ class Loop:
 
         self.add_reader(pidfd, fired)
 
-    def _set_interest(self, fd: int, slot: int, callback: Callback | None) -> None:
-        try:
-            key = self._selector.get_key(fd)
-            callbacks = list(key.data)
-        except KeyError:
-            key, callbacks = None, [None, None]
+    def _set_interest(self, fd: int, slot: int, callback) -> None:
+        callbacks = self._callbacks.get(fd)
+        known = callbacks is not None
+        if not known:
+            if callback is None:
+                return
+            callbacks = self._callbacks[fd] = [None, None]
         callbacks[slot] = callback
-        events = (selectors.EVENT_READ if callbacks[0] else 0) | (
-            selectors.EVENT_WRITE if callbacks[1] else 0)
-        if key is None:
-            if events:
-                self._selector.register(fd, events, tuple(callbacks))
-        elif events:
-            self._selector.modify(fd, events, tuple(callbacks))
+        events = (_READ if callbacks[0] else 0) | (_WRITE if callbacks[1] else 0)
+        if not events:
+            del self._callbacks[fd]
+            self._epoll.unregister(fd)
+        elif known:
+            self._epoll.modify(fd, events)
         else:
-            self._selector.unregister(fd)
+            self._epoll.register(fd, events)
 
     # -- timers -----------------------------------------------------------------------
 
-    def call_at(self, when: float, callback: Callback) -> Timer:
+    def call_at(self, when: float, callback) -> Timer:
         timer = Timer(when, callback)
         heapq.heappush(self._timers, (when, next(self._seq), timer))
         return timer
 
-    def call_later(self, delay: float, callback: Callback) -> Timer:
+    def call_later(self, delay: float, callback) -> Timer:
         return self.call_at(self.clock.monotonic() + max(0.0, delay), callback)
 
     def _next_timeout(self) -> float | None:
@@ -121,24 +124,24 @@ class Loop:
 
     # -- signals ----------------------------------------------------------------------
 
-    def add_signal(self, signum: int, callback: Callback) -> None:
+    def add_signal(self, signum: int, callback) -> None:
         """Run callback on the loop's thread when signum arrives (main thread only)."""
         if self._wakeup is None:
             self._open_wakeup()
         if signum not in self._old_handlers:
-            self._old_handlers[signum] = signal.signal(signum, _ignore_in_handler)
+            self._old_handlers[signum] = _signal.signal(signum, _ignore_in_handler)
         self._signal_callbacks[signum] = callback
 
     def remove_signal(self, signum: int) -> None:
         self._signal_callbacks.pop(signum, None)
         if signum in self._old_handlers:
-            signal.signal(signum, self._old_handlers.pop(signum))
+            _signal.signal(signum, self._old_handlers.pop(signum))
 
     def _open_wakeup(self) -> None:
-        reader, writer = socket.socketpair()
+        reader, writer = _socket.socketpair()
         reader.setblocking(False)
         writer.setblocking(False)
-        self._old_wakeup_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+        self._old_wakeup_fd = _signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
         self._wakeup = (reader, writer)
         self.add_reader(reader.fileno(), self._drain_signals)
 
@@ -163,25 +166,25 @@ class Loop:
     def run_once(self) -> None:
         """Wait for the next event (or due timer) and run every callback that is ready."""
         timeout = self._next_timeout()
-        events = self._selector.select(self.clock.select_timeout(timeout))
+        wait = self.clock.select_timeout(timeout)
+        events = self._epoll.poll(-1 if wait is None else wait)  # ms rounded up: no spinning
         self.wakeups += 1
         if not events and timeout is not None:
             self.clock.slept(timeout)
-        for key, mask in events:
-            for slot, bit in ((0, selectors.EVENT_READ), (1, selectors.EVENT_WRITE)):
-                callback = key.data[slot]
-                # A callback run earlier in this batch may have removed or replaced this one
-                # (or closed the fd and registered another under the same number): only what
-                # is still registered runs.
-                if mask & bit and callback is not None and self._registered(key.fd, slot) is callback:
-                    callback()
+        batch = [(fd, mask, tuple(self._callbacks.get(fd, (None, None)))) for fd, mask in events]
+        for fd, mask, (on_read, on_write) in batch:
+            # Hang-up and error count for both sides, as in selectors. A callback run earlier
+            # in this batch may have removed or replaced this one (or closed the fd and
+            # registered another under the same number): only what is still registered runs.
+            if mask & ~_WRITE and on_read is not None and self._registered(fd, 0) is on_read:
+                on_read()
+            if mask & ~_READ and on_write is not None and self._registered(fd, 1) is on_write:
+                on_write()
         self._run_due_timers()
 
-    def _registered(self, fd: int, slot: int) -> Callback | None:
-        try:
-            return self._selector.get_key(fd).data[slot]
-        except KeyError:
-            return None
+    def _registered(self, fd: int, slot: int):
+        callbacks = self._callbacks.get(fd)
+        return None if callbacks is None else callbacks[slot]
 
     def run(self) -> None:
         """Run until stop() is called from a callback."""
@@ -189,7 +192,7 @@ class Loop:
         while self._running:
             self.run_once()
 
-    def run_until(self, predicate: Callable[[], bool], timeout: float | None = None) -> bool:
+    def run_until(self, predicate, timeout: float | None = None) -> bool:
         """Run until predicate() is true; False if `timeout` clock seconds passed first."""
         deadline = None if timeout is None else self.clock.monotonic() + timeout
         stopper = None if deadline is None else self.call_at(deadline, lambda: None)
@@ -210,12 +213,12 @@ class Loop:
         for signum in list(self._old_handlers):
             self.remove_signal(signum)
         if self._wakeup is not None:
-            signal.set_wakeup_fd(self._old_wakeup_fd)
+            _signal.set_wakeup_fd(self._old_wakeup_fd)
             self.remove_reader(self._wakeup[0].fileno())
             for sock in self._wakeup:
                 sock.close()
             self._wakeup = None
-        self._selector.close()
+        self._epoll.close()
 
 
 def _ignore_in_handler(signum, frame) -> None:

@@ -14,12 +14,12 @@ Traps handled here (linux_primitives.md):
     and SIGXFSZ): spawn() resets both.
 """
 
-import ctypes
+import _signal as signal  # the C module: the stdlib's signal wraps it in enums (see cjson)
 import errno
 import os
 import select
-import signal
-from collections import namedtuple
+
+from hamtools.core import libc
 
 # Every signal a child may get back to its default action (SIGKILL/SIGSTOP cannot be changed).
 _DEFAULT_SIGNALS = tuple(s for s in signal.valid_signals() if s not in (signal.SIGKILL, signal.SIGSTOP))
@@ -42,12 +42,22 @@ def start_time(pid: int) -> int | None:
     return int(fields[19])  # field 22 overall; fields[0] is field 3 (state)
 
 
-# namedtuple, not dataclasses: dataclasses imports inspect and ast, megabytes of resident size
-# in a daemon that is budgeted against a bare pidfd loop.
-class ProcessId(namedtuple("ProcessId", "pid start")):
+# Tuples with named fields, not dataclasses or namedtuple: those import modules (inspect,
+# collections) worth megabytes of resident size in a daemon that is budgeted against a bare
+# pidfd loop.
+class ProcessId(tuple):
     """A process as (pid, start time): stays unique when the pid is recycled."""
 
     __slots__ = ()
+
+    def __new__(cls, pid: int, start: int):
+        return tuple.__new__(cls, (pid, start))
+
+    pid = property(lambda self: self[0])
+    start = property(lambda self: self[1])
+
+    def __repr__(self) -> str:
+        return f"ProcessId(pid={self[0]}, start={self[1]})"
 
     @classmethod
     def of(cls, pid: int) -> "ProcessId | None":
@@ -61,10 +71,20 @@ class ProcessId(namedtuple("ProcessId", "pid start")):
 
 # -- exit status --------------------------------------------------------------------------
 
-class ExitStatus(namedtuple("ExitStatus", "code signal core", defaults=(None, None, False))):
+class ExitStatus(tuple):
     """How a process ended: code for a normal exit, signal (and core) for a kill."""
 
     __slots__ = ()
+
+    def __new__(cls, code: int | None = None, signal: int | None = None, core: bool = False):
+        return tuple.__new__(cls, (code, signal, core))
+
+    code = property(lambda self: self[0])
+    signal = property(lambda self: self[1])
+    core = property(lambda self: self[2])
+
+    def __repr__(self) -> str:
+        return f"ExitStatus(code={self[0]}, signal={self[1]}, core={self[2]})"
 
     @classmethod
     def from_waitid(cls, result: os.waitid_result) -> "ExitStatus":
@@ -97,11 +117,14 @@ class ExitStatus(namedtuple("ExitStatus", "code signal core", defaults=(None, No
         return text + " (core dumped)" if self.core else text
 
 
+# Aliases that signal.Signals never reports as a signal's name.
+_SIGNAL_NAMES = {value: name for name, value in vars(signal).items()
+                 if name.startswith("SIG") and not name.startswith("SIG_") and isinstance(value, int)
+                 and name not in ("SIGIOT", "SIGPOLL", "SIGCLD")}
+
+
 def signal_name(signum: int) -> str:
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return f"signal {signum}"
+    return _SIGNAL_NAMES.get(signum, f"signal {signum}")
 
 
 # -- watching any process -----------------------------------------------------------------
@@ -319,10 +342,8 @@ def escalate(loop, proc: Process, *, signum: int = signal.SIGTERM, grace: float 
 
 def set_child_subreaper(on: bool = True) -> None:
     """Orphans of our descendants are reparented to us (we must reap them: reap_all)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
+    if libc.call("prctl", _PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) != 0:
+        raise OSError(f"prctl(PR_SET_CHILD_SUBREAPER) failed")
 
 
 def reap_all() -> list[tuple[int, ExitStatus]]:

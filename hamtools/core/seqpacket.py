@@ -1,18 +1,18 @@
 """The socket side of hamtools' SEQPACKET peers (neutrino channels, ham's sockets), shared by
 servers and clients: one datagram at a time, and who is at the other end."""
 
-import socket
+import _socket
 import struct
 
 CREDS = struct.Struct("3i")
 
 
-def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
+def peer_credentials(sock: _socket.socket) -> tuple[int, int, int]:
     """(pid, uid, gid) of the peer, fixed when it connected (SO_PEERCRED)."""
-    return CREDS.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, CREDS.size))
+    return CREDS.unpack(sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, CREDS.size))
 
 
-def read_datagram(sock: socket.socket, size: int, flags: int = 0) -> tuple[bytes, bool] | None:
+def read_datagram(sock: _socket.socket, size: int, flags: int = 0) -> tuple[bytes, bool] | None:
     """The next datagram and whether the kernel truncated it; b"" at EOF (or a reset);
     None when nothing is waiting on a non-blocking socket."""
     try:
@@ -21,4 +21,4 @@ def read_datagram(sock: socket.socket, size: int, flags: int = 0) -> tuple[bytes
         return None
     except OSError:
         return b"", False
-    return data, bool(msg_flags & socket.MSG_TRUNC)
+    return data, bool(msg_flags & _socket.MSG_TRUNC)

@@ -1,8 +1,9 @@
-"""Receive signals with their sigqueue values (Python's sigwaitinfo drops si_value).
+"""Signals with values: sigqueue(3) them, and receive them with the values (Python has no
+sigqueue, and its sigwaitinfo drops si_value).
 
-Blocks the signals in the calling thread (threads started later inherit that) and reads
-them from a signalfd(2): each read gives the signal, its si_code, the sender's pid/uid and
-the value's int.
+The receiver blocks the signals in the calling thread (threads started later inherit that)
+and reads them from a signalfd(2): each read gives the signal, its si_code, the sender's
+pid/uid and the value's int.
 """
 
 import ctypes
@@ -14,6 +15,15 @@ _libc = ctypes.CDLL(None, use_errno=True)
 # struct signalfd_siginfo: 128 bytes; the fields we read come first (ssi_int at offset 44).
 _SIGINFO = struct.Struct("=IiiIIiIIIIii")
 _SFD_CLOEXEC = 0o2000000
+
+
+class _Sigval(ctypes.Union):
+    _fields_ = [("sival_int", ctypes.c_int), ("sival_ptr", ctypes.c_void_p)]
+
+
+def sigqueue(pid: int, signum: int, value: int) -> bool:
+    """Queue signum with an int value to pid; False when it cannot be sent."""
+    return _libc.sigqueue(pid, signum, _Sigval(sival_int=value)) == 0
 
 
 class _Sigset(ctypes.Structure):

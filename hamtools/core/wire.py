@@ -34,7 +34,10 @@ REPLY = 2  # server -> client: int32 status, then the reply bytes
 ERROR = 3  # server -> client: int32 errno (MsgError)
 PULSE = 4  # client -> server: struct _pulse; never answered
 UNBLOCK = 5  # client -> server: a signal hit the client blocked on msg_id; it wants out
-KIND_NAMES = {SEND: "SEND", REPLY: "REPLY", ERROR: "ERROR", PULSE: "PULSE", UNBLOCK: "UNBLOCK"}
+MORE = 6  # server -> client: a leading part of a reply too long for one frame; the REPLY that
+#           follows (same msg_id) ends it and carries the status (ham's answers, not neutrino)
+KIND_NAMES = {SEND: "SEND", REPLY: "REPLY", ERROR: "ERROR", PULSE: "PULSE", UNBLOCK: "UNBLOCK",
+              MORE: "MORE"}
 
 
 class ProtocolError(ValueError):
@@ -111,6 +114,38 @@ def encode(kind: int, msg_id: int, body: bytes = b"") -> bytes:
 
 def encode_reply(msg_id: int, status: int, data: bytes = b"") -> bytes:
     return encode(REPLY, msg_id, STATUS.pack(to_int32(status)) + bytes(data))
+
+
+def encode_long_reply(msg_id: int, status: int, data: bytes) -> list[bytes]:
+    """A reply of any length as frames: MORE pieces, then the REPLY with the status."""
+    room = MAX_BODY - STATUS.size
+    cuts = range(0, max(len(data) - room, 0), MAX_BODY)
+    frames = [encode(MORE, msg_id, data[at:at + MAX_BODY]) for at in cuts]
+    rest = data[len(cuts) * MAX_BODY:] if cuts else data
+    return frames + [encode_reply(msg_id, status, rest)]
+
+
+class LongReply:
+    """Reassembles what encode_long_reply cut: feed() each frame of msg_id; it returns the
+    final REPLY or ERROR frame (with the whole body) or None while MORE is coming."""
+
+    def __init__(self, msg_id: int, limit: int):
+        self.msg_id = msg_id
+        self.limit = limit
+        self._parts: list[bytes] = []
+        self._size = 0
+
+    def feed(self, frame: Frame) -> "Frame | None":
+        if frame.kind == MORE:
+            self._size += len(frame.body)
+            if self._size > self.limit:
+                raise ProtocolError(f"reply over {self.limit} bytes", errno.EMSGSIZE, frame.msg_id)
+            self._parts.append(frame.body)
+            return None
+        if frame.kind == REPLY and self._parts:
+            status = frame.body[:STATUS.size]
+            return Frame(REPLY, frame.msg_id, status + b"".join(self._parts) + frame.body[STATUS.size:])
+        return frame
 
 
 def encode_error(msg_id: int, err: int) -> bytes:

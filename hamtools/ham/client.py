@@ -7,6 +7,8 @@ import socket
 from hamtools.core import runtime, wire
 from hamtools.core import hamproto as protocol
 
+MAX_ANSWER = 64 * 1024 * 1024  # ham caps its answers lower; this only bounds a confused peer
+
 
 class Connection:
     """Talks to ham over its control socket when we may, else its client socket."""
@@ -36,15 +38,16 @@ class Connection:
     def request(self, op: str, args: dict | None = None):
         msg_id = self._next_id
         self._next_id = msg_id % 0x7FFFFFFF + 1
+        answer = wire.LongReply(msg_id, MAX_ANSWER)
         try:
             self.sock.send(wire.encode(wire.SEND, msg_id, protocol.encode_request(op, args)))
-            while True:
+            frame = None
+            while frame is None:
                 data = self.sock.recv(wire.MAX_FRAME)
                 if not data:
                     raise OSError(errno.EBADF, "ham closed the connection")
                 frame = wire.decode_datagram(data)
-                if frame.msg_id == msg_id:
-                    break
+                frame = answer.feed(frame) if frame.msg_id == msg_id else None
         except (BrokenPipeError, ConnectionResetError):
             raise OSError(errno.EBADF, "ham went away") from None
         except wire.ProtocolError as bad:

@@ -13,7 +13,7 @@ path.
 
 import fcntl
 import os
-import signal
+import _signal
 
 from hamtools.core import proc
 from hamtools.hamd.engine import Engine
@@ -26,8 +26,8 @@ from hamtools.hamd.store import Store
 from hamtools.core import hamconsts as q
 
 SAVE_DELAY = 0.02  # seconds: coalesce a burst of changes into one write
-IGNORED_SIGNALS = (signal.SIGINT, signal.SIGQUIT, signal.SIGPIPE, signal.SIGUSR1,
-                   signal.SIGUSR2, signal.SIGALRM)
+IGNORED_SIGNALS = (_signal.SIGINT, _signal.SIGQUIT, _signal.SIGPIPE, _signal.SIGUSR1,
+                   _signal.SIGUSR2, _signal.SIGALRM)
 
 
 class AlreadyRunning(Exception):
@@ -35,7 +35,8 @@ class AlreadyRunning(Exception):
 
 
 class Ham:
-    def __init__(self, loop, runtime_dir: str, log, *, gid: int = 0, stop_entities: bool = False):
+    def __init__(self, loop, runtime_dir: str, log, *, gid: int = 0, stop_entities: bool = False,
+                 keep_verbosity: bool = True):
         self.loop = loop
         self.clock = loop.clock
         self.runtime_dir = runtime_dir
@@ -53,17 +54,25 @@ class Ham:
         self.launcher = Launcher(log)
         self.engine = Engine(self.model, loop, self.launcher, log=log,
                              journal=self.journal.record, changed=self.changed)
-        self.engine.verbosity = log.verbosity = int(meta.get("verbosity", log.verbosity))
+        if keep_verbosity:
+            log.verbosity = int(meta.get("verbosity", log.verbosity))
+        self.engine.verbosity = log.verbosity
         self.requests = Requests(self)
         self.server = Server(self, runtime_dir, gid)
         self.pidfds: dict[int, int] = {}  # pid -> pidfd, for processes that are not our children
         self.exit_callbacks: dict[int, list] = {}  # pid -> called once it has exited
-        from hamtools.hamd.services import Services
-
-        self.services = Services(self)
+        self._services = None  # made on first use: a ham without services never loads them
         self.config_paths: list[str] = []
         self._save_timer = None
         self.stopping = False
+
+    @property
+    def services(self):
+        if self._services is None:
+            from hamtools.hamd.services import Services
+
+            self._services = Services(self)
+        return self._services
 
     # ---- start and stop ---------------------------------------------------------------
 
@@ -72,10 +81,10 @@ class Ham:
         loaded = self._load_config() if self.config_paths else None  # errors: nothing started
         proc.set_child_subreaper()
         for signum in IGNORED_SIGNALS:
-            signal.signal(signum, signal.SIG_IGN)
-        self.loop.add_signal(signal.SIGCHLD, self._reap)
-        self.loop.add_signal(signal.SIGTERM, self._on_term)
-        self.loop.add_signal(signal.SIGHUP, self._on_hup)
+            _signal.signal(signum, _signal.SIG_IGN)
+        self.loop.add_signal(_signal.SIGCHLD, self._reap)
+        self.loop.add_signal(_signal.SIGTERM, self._on_term)
+        self.loop.add_signal(_signal.SIGHUP, self._on_hup)
         self.server.open()
         self._resume()
         self._reap()
@@ -87,13 +96,20 @@ class Ham:
 
     def _resume(self) -> None:
         """Re-adopt what an earlier ham left running; handle deaths it did not see."""
-        missed = []
+        missed, interrupted = [], []
         for entity in list(self.model.entities.values()):
-            if entity.kind in ("global", "placeholder") or entity.pid is None:
+            if entity.kind in ("global", "placeholder"):
+                continue
+            if entity.pid is None:
+                if entity.episode and entity.service is None:
+                    interrupted.append(entity)
                 continue
             entity.spawned = False  # an earlier ham's child is not ours
             ident = proc.ProcessId(entity.pid, entity.start or 0)
             if entity.start is not None and ident.alive():
+                entity.episode = False  # whatever was being handled ended with this process
+                if entity.run == "starting":
+                    entity.run = "running"
                 self.adopt(entity)
                 if entity.heartbeat:
                     self.engine.hb_start(entity)
@@ -103,6 +119,8 @@ class Ham:
         for entity in missed:
             self.log(1, f"{entity.name} (pid {entity.pid}) died while no ham watched it")
             self.engine.entity_died(entity, None)
+        for entity in interrupted:
+            self.engine.resume_episode(entity)
 
     def _load_config(self):
         from hamtools.hamd import config
@@ -145,7 +163,7 @@ class Ham:
             return
         for entity in self.model.entities.values():  # the others: QNX-built entities
             if entity.pid is not None and entity.kind != "global" and entity.service is None:
-                proc.signal_identity(proc.ProcessId(entity.pid, entity.start or 0), signal.SIGTERM)
+                proc.signal_identity(proc.ProcessId(entity.pid, entity.start or 0), _signal.SIGTERM)
                 entity.run = "stopped"
         self.services.stop_all(then=self._finish_stop)  # services in reverse start order
 
@@ -155,8 +173,9 @@ class Ham:
         self.loop.stop()
 
     def close(self) -> None:
-        if self.services._capture is not None:
-            self.services._capture.close()
+        self.engine.close()
+        if self._services is not None and self._services._capture is not None:
+            self._services._capture.close()
         if self._save_timer is not None:
             self._save_timer.cancel()
         for pidfd in self.pidfds.values():
@@ -212,7 +231,10 @@ class Ham:
             callback()
         entity = self.model.by_pid(pid)
         if entity is not None and (status is None or status.code == 0):
-            heir = self.launcher.find_daemon(entity, self._known_pids())
+            heir, exiting = self.launcher.find_daemon(entity, self._known_pids())
+            if heir is None and exiting:  # maybe the middle of its double fork: once it is gone
+                self.after_exit(exiting[0], lambda: self._exited(pid, status))
+                return
             if heir is not None:  # it daemonized: follow the new pid, as QNX follows daemon()
                 self.log(2, f"DaemonFork o:{pid}, n:{heir} ({entity.name})")
                 entity.pid, entity.start, entity.spawned = heir, proc.start_time(heir), True
@@ -306,11 +328,12 @@ def _entity_status(entity: Entity) -> dict:
 def trim_heap() -> None:
     """Hand the memory that starting up used and freed back to the system (ham's resident
     size is budgeted against a bare pidfd loop)."""
-    import ctypes
     import gc
 
+    from hamtools.core import libc
+
     gc.collect()
-    ctypes.CDLL(None).malloc_trim(0)
+    libc.call("malloc_trim", 0)
 
 
 def _lock(path: str) -> int:

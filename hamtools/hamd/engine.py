@@ -14,19 +14,19 @@ everything under it, unless HENTITYKEEPONDEATH.
 
 import math
 import os
-import signal
-from collections import deque
+import _signal
 
 from hamtools.core import words
+from hamtools.core.pathwatch import PathWatch
 from hamtools.core.proc import ExitStatus
 from hamtools.core import hamconsts as q
-from hamtools.hamd.model import Action, Condition, Entity, Model
+from hamtools.hamd.model import DEATH_TYPES, Action, Condition, Entity, Model
 
 # Death by one of these is "abnormal" (QNX's dumper signal set): CONDABNORMALDEATH as well.
-CORE_SIGNALS = {signal.SIGABRT, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGQUIT,
-                signal.SIGSEGV, signal.SIGSYS, signal.SIGTRAP, signal.SIGXCPU, signal.SIGXFSZ}
+CORE_SIGNALS = {_signal.SIGABRT, _signal.SIGBUS, _signal.SIGFPE, _signal.SIGILL, _signal.SIGQUIT,
+                _signal.SIGSEGV, _signal.SIGSYS, _signal.SIGTRAP, _signal.SIGXCPU, _signal.SIGXFSZ}
 START_WINDOW = 1.0  # seconds a restarted process must live for the restart to count
-PATH_POLL = 0.05  # waitfor PATH: re-check interval, only while such a waitfor is pending
+PATH_POLL = 0.05  # waitfor PATH without inotify: re-check interval, only while it is pending
 
 
 # ---- what a job may wait for ------------------------------------------------------------
@@ -61,7 +61,7 @@ class Queue:
     def __init__(self, engine: "Engine", name: str):
         self.engine = engine
         self.name = name
-        self.jobs: deque = deque()
+        self.jobs: list = []
         self.current = None
 
     def push(self, job) -> None:
@@ -75,7 +75,7 @@ class Queue:
                 if not self.jobs:
                     self.current = None
                     return
-                self.current = self.jobs.popleft()
+                self.current = self.jobs.pop(0)  # a handful at most: no deque
                 value, first = None, False
             try:
                 request = self.current.send(value)
@@ -110,6 +110,18 @@ class Engine:
         self.hb_timers: dict[str, object] = {}
         self.episodes: dict[str, dict] = {}  # entity name -> {"jobs": n, "restarted": bool}
         self.verbosity = 1
+        self.closed = False
+
+    def close(self) -> None:
+        """ham is stopping: drop the jobs in flight without running the rest of their lists
+        (the persisted state says where each entity stands; the next ham finishes it)."""
+        self.closed = True
+        for queue in list(self.queues.values()):
+            for job in [queue.current, *queue.jobs]:
+                if job is not None:
+                    job.close()
+            queue.jobs.clear()
+            queue.current = None
 
     # ---- firing ---------------------------------------------------------------------
 
@@ -175,7 +187,7 @@ class Engine:
                     self.log(2, f"Removing condition: {owner.name}/{cond.name} (emptied)")
             self.changed()
         finally:
-            if episode is not None:
+            if episode is not None and not self.closed:  # closed: abandoned, as the state says
                 episode["jobs"] -= 1
                 self._episode_settled(entity)
 
@@ -294,7 +306,7 @@ class Engine:
         elif isinstance(request, ChildExit):
             self._wait_exit(request, resume)
         elif isinstance(request, PathAppears):
-            self._wait_path(request.path, self.clock.monotonic() + request.timeout, resume)
+            self._wait_path(request.path, request.timeout, resume)
         else:
             raise TypeError(f"a job yielded {request!r}")
 
@@ -310,13 +322,32 @@ class Engine:
         timer = self.loop.call_later(request.timeout, timed_out)
         self.exit_waiters[request.pid] = exited
 
-    def _wait_path(self, path: str, deadline: float, resume) -> None:
-        if os.path.exists(path):
+    def _wait_path(self, path: str, timeout: float, resume) -> None:
+        """inotify where it works (core.pathwatch); else a look every PATH_POLL, only while
+        this waitfor is pending."""
+        def appeared() -> None:
+            timer.cancel()
             resume(True)
-        elif self.clock.monotonic() >= deadline:
+
+        def timed_out() -> None:
+            if watch is not None:
+                watch.close()
             resume(False)
+
+        timer = self.loop.call_later(timeout, timed_out)
+        try:
+            watch = PathWatch(self.loop, path, appeared)
+        except (OSError, ValueError):
+            watch = None
+            self._poll_path(path, timer, appeared)
+
+    def _poll_path(self, path: str, timer, appeared) -> None:
+        if timer.cancelled:
+            return
+        if os.path.lexists(path):
+            appeared()
         else:
-            self.loop.call_later(PATH_POLL, lambda: self._wait_path(path, deadline, resume))
+            self.loop.call_later(PATH_POLL, lambda: self._poll_path(path, timer, appeared))
 
     def process_exited(self, pid: int, status: ExitStatus | None) -> bool:
         """A process ham waits for ended; True if a job was waiting for it."""
@@ -337,6 +368,7 @@ class Engine:
         abnormal = status is not None and status.signal in CORE_SIGNALS
         self.log(1, f'Entity "{entity.name}" died{" abnormally" if abnormal else ""} ({status or "exit status unknown"})')
         self.episodes[entity.name] = {"jobs": 0, "restarted": False}
+        entity.episode = True
         note = str(status) if status else "died"
         if abnormal:
             self.fire(entity, q.CONDABNORMALDEATH, note=note)
@@ -350,6 +382,8 @@ class Engine:
         if episode is None or episode["jobs"] > 0:
             return
         del self.episodes[entity.name]
+        entity.episode = False
+        self.changed()
         if episode.get("restarted") or entity.pid is not None:
             return
         if entity.service is not None:
@@ -364,9 +398,25 @@ class Engine:
         if self.model.entities.get(entity.name) is entity:
             self.remove_entity(entity, why="not restarted")
 
-    def remove_entity(self, entity: Entity, why: str) -> None:
+    def resume_episode(self, entity: Entity) -> None:
+        """An earlier ham stopped between entity's death and the end of its handling: finish
+        it. Its restart action runs now (or, without one, QNX's rule removes the entity); the
+        other actions of its death may have run already and are not run a second time."""
+        self.log(1, f"{entity.name}: finishing the handling of its death, cut short by ham's stop")
+        self.episodes[entity.name] = {"jobs": 0, "restarted": False}
+        for cond in entity.conditions.values():
+            restart = next((a for a in cond.actions.values() if a.kind == "restart"), None)
+            if cond.type in DEATH_TYPES and restart is not None and cond.enabled and restart.enabled:
+                self._enqueue(cond, entity, self._make_job(entity, entity, cond, [restart]))
+        self._episode_settled(entity)
+
+    def remove_entity(self, entity: Entity, why: str, spare: tuple = ()) -> None:
+        """Take entity out of the tree; queued jobs of its conditions stop, except those of
+        the condition types in spare (a detach's own CONDDETACH still runs its actions)."""
         self._hb_stop(entity)
         for cond in entity.conditions.values():
+            if cond.type in spare:
+                continue
             for action in cond.actions.values():
                 action.removed = True
         self.model.entities.pop(entity.name, None)
@@ -378,7 +428,7 @@ class Engine:
         """A proper detach: CONDDETACH, then monitoring ends (the process runs on)."""
         self._hb_stop(entity)
         self.fire(entity, q.CONDDETACH)
-        self.remove_entity(entity, why="detached")
+        self.remove_entity(entity, why="detached", spare=(q.CONDDETACH, q.CONDANY))
 
     def set_state(self, entity: Entity, new: int) -> int:
         old, entity.state = entity.state, new

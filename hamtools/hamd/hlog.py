@@ -40,6 +40,10 @@ class HamLog:
             self._repeats = 0
 
     def _write(self, message: str) -> None:
+        # One event, one line: what clients put in messages (log actions, names) cannot
+        # forge lines of ham's own.
+        if not message.isprintable():
+            message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
         line = f"{self._stamp()}Ham: {message}\n"
         try:
             self.stream.write(line)

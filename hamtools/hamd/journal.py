@@ -3,7 +3,7 @@ cumulative counts: seed 002's crash log design), bounded in size by rotation to 
 `.1` file, so it can never fill a disk. `hamctl events` reads it.
 """
 
-import json
+from hamtools.core import cjson
 import os
 
 
@@ -18,7 +18,7 @@ class Journal:
         event = {"time": round(self.clock.time(), 6), "entity": entity, "condition": condition,
                  "what": what}
         event.update((k, v) for k, v in fields.items() if v is not None)
-        self._file.write(json.dumps(event, separators=(",", ":")) + "\n")
+        self._file.write(cjson.dumps(event) + "\n")
         if self._file.tell() > self.max_bytes:
             self._file.close()
             os.replace(self.path, self.path + ".1")

@@ -12,27 +12,19 @@ Notify targets are held by (pid, start time), recorded when the action was added
 whose pid now names another process is not notified, and the action fails (QNX prunes it).
 """
 
-import ctypes
 import errno
 import os
-import signal
-import socket
+import _signal
+import _socket
 
 from hamtools.core import proc, wire
 from hamtools.core.seqpacket import peer_credentials
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-class _Sigval(ctypes.Union):
-    _fields_ = [("sival_int", ctypes.c_int), ("sival_ptr", ctypes.c_void_p)]
-
 
 class Launcher:
     def __init__(self, log):
         self.log = log
         self.base_env = dict(os.environ)
-        self._pulse_sockets: dict[tuple[int, int], socket.socket] = {}
+        self._pulse_sockets: dict[tuple[int, int], _socket.socket] = {}
 
     # ---- processes ------------------------------------------------------------------
 
@@ -60,23 +52,28 @@ class Launcher:
         self.log(2, f"Started {argv[0]} as pid {pid}" + (f" for {entity.name}" if entity else ""))
         return pid
 
-    def find_daemon(self, entity, known: set[int]) -> int | None:
-        """A child of ours (reparented to us, the subreaper) tagged HAM_ENTITY=entity.name."""
+    def find_daemon(self, entity, known: set[int]) -> tuple[int | None, list[int]]:
+        """(a child of ours tagged HAM_ENTITY=entity.name (reparented to us, the subreaper),
+        children of ours that are exiting and cannot be read). An exiting child may be the
+        middle of a double fork whose own child is not ours yet: look again once it is gone."""
         tag = f"HAM_ENTITY={entity.name}".encode()
+        exiting = []
         for pid in sorted(proc.children(os.getpid())):
             if pid in known:
                 continue
             try:
                 with open(f"/proc/{pid}/environ", "rb") as environ:
                     if tag in environ.read().split(b"\0"):
-                        return pid
+                        return pid, []
+            except ProcessLookupError:  # past exit_mm, not yet a zombie with its children given up
+                exiting.append(pid)
             except OSError:
                 continue
-        return None
+        return None, exiting
 
     def kill(self, pid: int) -> None:
         """SIGKILL pid's process group (ham starts every child as a group leader)."""
-        for target in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
+        for target in (lambda: os.killpg(pid, _signal.SIGKILL), lambda: os.kill(pid, _signal.SIGKILL)):
             try:
                 target()
                 return
@@ -96,15 +93,15 @@ class Launcher:
             if sock is None:
                 return False
             try:
-                sock.send(data, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
+                sock.send(data, _socket.MSG_DONTWAIT | _socket.MSG_NOSIGNAL)
                 return True
             except OSError:
                 sock.close()
                 self._pulse_sockets.pop(key, None)
         return False
 
-    def _connect(self, pid: int, chid: int) -> socket.socket | None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    def _connect(self, pid: int, chid: int) -> _socket.socket | None:
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
         try:
             sock.setblocking(False)
             sock.connect(wire.channel_address(pid, chid))
@@ -126,8 +123,9 @@ class Launcher:
         pid = params["pid"]
         if not _same_process(pid, params.get("start")):
             return False
-        value = _Sigval(sival_int=wire.to_int32(params["value"]))
-        return _libc.sigqueue(pid, params["signum"], value) == 0
+        from hamtools.core.sigvalue import sigqueue  # ctypes, only once a signal is sent
+
+        return sigqueue(pid, params["signum"], wire.to_int32(params["value"]))
 
     def close(self) -> None:
         for sock in self._pulse_sockets.values():
@@ -136,6 +134,5 @@ class Launcher:
 
 
 def _same_process(pid: int, start: int | None) -> bool:
-    now = proc.start_time(pid)
-    return now is not None and (start is None or now == start)
+    return start is not None and proc.start_time(pid) == start
 

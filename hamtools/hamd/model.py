@@ -20,6 +20,9 @@ FAIL_KINDS = ("execute", "waitfor", "notify_pulse", "notify_signal", "log")
 DEATH_TYPES = (q.CONDDEATH, q.CONDABNORMALDEATH)
 ENTITY_KINDS = ("attached", "self", "placeholder", "global")
 RUN_STATES = ("running", "starting", "backoff", "stopped", "dead", "failed")
+# Room in the tree (QNX answers ENOMEM when it has none): generous for any real system,
+# bounded so no client can grow ham's memory and state file without limit.
+MAX_CONDITIONS, MAX_ACTIONS, MAX_FAILS = 64, 64, 16
 CONDITION_FLAGS = (q.HREARMAFTERRESTART | q.HCONDINDEPENDENT | q.HCONDNOWAIT | q.HCONDOTHER
                    | q.HCONDKEEPONEMPTY | q.HCONDSTATEMASK)
 ACTION_FLAGS = q.HREARMAFTERRESTART | q.HACTIONDONOW | q.HACTIONBREAKONFAIL | q.HACTIONKEEPONFAIL
@@ -172,6 +175,8 @@ class Entity(Record):
         ("attach_fires", False),  # a placeholder being filled: CONDATTACH fires (not persisted)
         ("service", None),  # the spec (hamtools.hamd.service) when configured as a service
         ("ready", False),  # a service that has become ready (not persisted: re-established)
+        ("episode", False),  # between a death and the end of its handling (persisted: a ham
+        #                      started meanwhile finishes it)
     )
     __slots__ = tuple(name for name, _ in FIELDS)
 
@@ -190,7 +195,7 @@ class Entity(Record):
     def to_dict(self) -> dict:
         keys = ("name", "kind", "flags", "enabled", "pid", "start", "argv", "uid", "gid", "state",
                 "hb_period", "hpdl", "hpdh", "hb_state", "run", "created", "last_death",
-                "restarted", "restarts", "deaths", "spawned", "service")
+                "restarted", "restarts", "deaths", "spawned", "service", "episode")
         data = {key: getattr(self, key) for key in keys}
         data["conditions"] = [c.to_dict() for c in self.conditions.values()]
         return data
@@ -213,6 +218,7 @@ class Entity(Record):
         entity.last_death = data.get("last_death")
         entity.restarted = data.get("restarted")
         entity.spawned = bool(data.get("spawned", False))
+        entity.episode = bool(data.get("episode", False))
         entity.service = data.get("service")
         entity.conditions = {c["name"]: Condition.from_dict(c) for c in data.get("conditions", [])}
         return entity
@@ -280,6 +286,7 @@ class Model:
             raise HamError(errno.EINVAL, f"condition flags 0x{cond.flags:x}")
         if cond.name in entity.conditions:
             raise HamError(errno.EEXIST, f"condition {entity.name}/{cond.name} exists")
+        _check_room(entity.conditions, MAX_CONDITIONS, f"entity {entity.name!r}")
         entity.conditions[cond.name] = cond
         return cond
 
@@ -300,6 +307,7 @@ class Model:
         if action.kind == "waitfor" and cond.flags & q.HCONDNOWAIT:
             raise HamError(errno.EINVAL, "a NOWAIT condition takes no waitfor")
         check_params(action.kind, action.params)
+        _check_room(cond.actions, MAX_ACTIONS, f"condition {entity.name}/{cond.name}")
         cond.actions[action.name] = action
         return action
 
@@ -310,6 +318,7 @@ class Model:
         if fail.name in action.fails:
             raise HamError(errno.EEXIST, f"action-fail {fail.name!r} exists")
         check_params(fail.kind, fail.params)
+        _check_room(action.fails, MAX_FAILS, f"action {action.name!r}")
         action.fails[fail.name] = fail
         return fail
 
@@ -367,6 +376,11 @@ class Model:
     def counts(self) -> tuple[int, int, int]:
         conds = [c for e in self.entities.values() for c in e.conditions.values()]
         return len(self.entities), len(conds), sum(len(c.actions) for c in conds)
+
+
+def _check_room(items: dict, limit: int, where: str) -> None:
+    if len(items) >= limit:
+        raise HamError(errno.ENOMEM, f"{where} holds {limit} items already")
 
 
 def _check_path(*names: str) -> None:

@@ -21,6 +21,9 @@ from hamtools.hamd.model import (
 )
 
 
+MAX_ENTITIES_PER_UID = 256  # for uids other than root and ham's own
+
+
 def _int(args: dict, key: str, default=None) -> int:
     value = args.get(key, default)
     if not isinstance(value, int) or isinstance(value, bool):
@@ -155,10 +158,20 @@ class Requests:
             entity.kind, entity.flags = kind, entity.flags | flags
             entity.attach_fires = True
             return entity
+        self._check_quota(conn)
         entity = Entity(name, kind, flags=flags, uid=conn.uid, gid=conn.gid,
                         created=self.ham.clock.time())
         self.model.add_entity(entity)
         return entity
+
+    def _check_quota(self, conn) -> None:
+        """An unprivileged uid owns at most MAX_ENTITIES_PER_UID entities: the tree (and the
+        state file ham rewrites) cannot be grown without bound by one local user."""
+        if self.privileged(conn):
+            return
+        owned = sum(e.uid == conn.uid for e in self.model.entities.values() if e.kind != "global")
+        if owned >= MAX_ENTITIES_PER_UID:
+            raise HamError(errno.ENOMEM, f"uid {conn.uid} has {MAX_ENTITIES_PER_UID} entities already")
 
     def _unclaim(self, entity: Entity) -> None:
         if entity.attach_fires:  # it was a placeholder: it stays one
@@ -180,6 +193,7 @@ class Requests:
         flags = _int(args, "flags", 0)
         if flags & ~q.HENTITYKEEPONDEATH:
             raise HamError(errno.EINVAL, f"entity flags 0x{flags:x}")
+        self._check_quota(conn)
         entity = Entity(name, "placeholder", flags=flags, uid=conn.uid, gid=conn.gid,
                         run="stopped", created=self.ham.clock.time())
         self.model.add_entity(entity)
@@ -247,10 +261,17 @@ class Requests:
             raise HamError(errno.EINVAL, "params must be an object")
         params = dict(raw)
         if kind in ("notify_pulse", "notify_signal"):
+            # ham sends as root: only root (or ham's uid) may aim it at another user's process,
+            # whatever socket or entity the request comes through.
+            # A target gone already is accepted from root, as QNX does: its notify fails when
+            # it runs (and is pruned), whoever has the pid by then.
             target = _int(params, "pid")
-            self._require(self._may_administer(conn) or _proc_uid(target) == conn.uid
-                          or self._owns(conn, entity), f"notify process {target}")
-            params["start"] = proc.start_time(target)  # pid reuse guard
+            ident, owner = proc.ProcessId.of(target), _proc_uid(target)
+            if not self.privileged(conn):
+                if ident is None or owner is None:
+                    raise HamError(errno.ESRCH, f"no process {target} to notify")
+                self._require(owner == conn.uid, f"notify process {target} of uid {owner}")
+            params["start"] = ident and ident.start  # pid reuse guard: only this very process
             if kind == "notify_signal":
                 params.setdefault("code", 0)
         elif kind != "log":

@@ -4,28 +4,38 @@ Each peer is known by SO_PEERCRED from the moment it connects; every datagram is
 (hamtools.core.wire), size-bounded by the kernel (a bigger one arrives truncated and is
 answered EMSGSIZE), decoded and validated before anything acts on it. A malformed request gets
 an error answer and nothing else happens; a peer that stalls (never reads its answers) is
-dropped; the number of peers is bounded.
+dropped; the number of peers is bounded. Sockets are _socket's (see core.loop: the socket
+module costs the daemon resident size).
 """
 
 import errno
 import os
-import socket
+import _socket
 
 from hamtools.core import wire
 from hamtools.core.seqpacket import peer_credentials, read_datagram
 from hamtools.core import hamproto as protocol
 from hamtools.hamd.model import HamError
 
-MAX_PEERS = 1024
+# Peers each socket admits: the control socket has its own room, so users filling the client
+# socket cannot lock administrators out; one unprivileged uid gets a share of the client socket.
+MAX_PEERS = {"control": 64, "client": 1024}
+MAX_PEERS_PER_UID = 128
 BURST = 64  # datagrams read from one peer per wakeup, so one flooder cannot starve others
 
 
+MAX_ANSWER = 16 * 1024 * 1024  # the longest answer (a status of thousands of entities)
+MAX_QUEUED = 32 * 1024 * 1024  # answers waiting for a peer that reads slowly; past that, it stalls
+
+
 class Conn:
-    __slots__ = ("sock", "pid", "uid", "gid", "control", "self_entities")
+    __slots__ = ("sock", "pid", "uid", "gid", "control", "self_entities", "out", "queued")
 
     def __init__(self, sock, pid, uid, gid, control):
         self.sock, self.pid, self.uid, self.gid, self.control = sock, pid, uid, gid, control
         self.self_entities = {}  # name -> Entity attached through this connection
+        self.out: list[bytes] = []  # frames the socket had no room for yet, oldest first
+        self.queued = 0  # their bytes
 
 
 class Server:
@@ -34,7 +44,7 @@ class Server:
         self.loop = ham.loop
         self.runtime_dir = runtime_dir
         self.gid = gid
-        self.listeners: list[socket.socket] = []
+        self.listeners: list[_socket.socket] = []
         self.conns: dict[int, Conn] = {}
 
     def open(self) -> None:
@@ -44,7 +54,7 @@ class Server:
                 os.unlink(path)  # ours from an earlier run: the lock says nobody else is up
             except FileNotFoundError:
                 pass
-            listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
             listener.bind(path)
             os.chmod(path, mode)
             os.chown(path, -1, self.gid)
@@ -53,24 +63,35 @@ class Server:
             self.listeners.append(listener)
             self.loop.add_reader(listener.fileno(), lambda l=listener, c=control: self._accept(l, c))
 
-    def _accept(self, listener: socket.socket, control: bool) -> None:
+    def _accept(self, listener: _socket.socket, control: bool) -> None:
         while True:
             try:
-                sock, _ = listener.accept()
+                fd, _ = listener._accept()  # _socket's accept4(SOCK_CLOEXEC): the fd alone
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as err:  # EMFILE...: leave the rest in the backlog
                 self.ham.log(1, f"accept: {err.strerror}")
                 return
-            if len(self.conns) >= MAX_PEERS:
-                sock.close()
-                self.ham.log(1, "too many peers: refusing a connection")
-                continue
+            sock = _socket.socket(fileno=fd)
             pid, uid, gid = peer_credentials(sock)
+            refusal = self._refusal(control, uid)
+            if refusal:
+                sock.close()
+                self.ham.log(1, f"refusing a connection from pid {pid} (uid {uid}): {refusal}")
+                continue
             sock.setblocking(False)
             conn = Conn(sock, pid, uid, gid, control)
             self.conns[sock.fileno()] = conn
             self.loop.add_reader(sock.fileno(), lambda c=conn: self._readable(c))
+
+    def _refusal(self, control: bool, uid: int) -> str | None:
+        peers = [c for c in self.conns.values() if c.control == control]
+        if len(peers) >= MAX_PEERS["control" if control else "client"]:
+            return "too many peers"
+        if (not control and uid not in (0, os.geteuid())
+                and sum(c.uid == uid for c in peers) >= MAX_PEERS_PER_UID):
+            return f"uid {uid} has {MAX_PEERS_PER_UID} connections already"
+        return None
 
     def _readable(self, conn: Conn) -> None:
         for _ in range(BURST):
@@ -107,7 +128,10 @@ class Server:
         except Exception as bug:  # the daemon survives any message
             self.ham.log(0, f"internal error serving pid {conn.pid}: {type(bug).__name__}: {bug}")
             status, body = protocol.encode_failure(errno.EIO, "internal error in ham")
-        self._send(conn, wire.encode_reply(frame.msg_id, status, body[:wire.MAX_BODY - 4]))
+        if len(body) > MAX_ANSWER:
+            status, body = protocol.encode_failure(errno.E2BIG, f"the answer is over {MAX_ANSWER} bytes")
+        for data in wire.encode_long_reply(frame.msg_id, status, body):
+            self._send(conn, data)
 
     def _pulse(self, conn: Conn, frame: wire.Frame) -> None:
         pulse = wire.Pulse.unpack(frame.body)
@@ -116,19 +140,47 @@ class Server:
                 self.ham.engine.beat(entity)
 
     def _send(self, conn: Conn, data: bytes) -> None:
-        try:
-            conn.sock.send(data, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
-        except BlockingIOError:
+        """Send a frame, or queue it behind those the socket had no room for."""
+        if conn.sock.fileno() < 0:
+            return
+        if not conn.out and self._try_send(conn, data):
+            return
+        if conn.queued + len(data) > MAX_QUEUED:
             self.ham.log(1, f"pid {conn.pid} does not read its answers: dropping it")
             self.close(conn)
+            return
+        if not conn.out:
+            self.loop.add_writer(conn.sock.fileno(), lambda: self._writable(conn))
+        conn.out.append(data)
+        conn.queued += len(data)
+
+    def _try_send(self, conn: Conn, data: bytes) -> bool:
+        """True when sent (or the peer is gone and closed); False when the socket is full."""
+        try:
+            conn.sock.send(data, _socket.MSG_DONTWAIT | _socket.MSG_NOSIGNAL)
+        except BlockingIOError:
+            return False
         except OSError:
             self.close(conn)
+        return True
+
+    def _writable(self, conn: Conn) -> None:
+        while conn.out:
+            if not self._try_send(conn, conn.out[0]):
+                return
+            if conn.sock.fileno() < 0:
+                return
+            conn.queued -= len(conn.out.pop(0))
+        self.loop.remove_writer(conn.sock.fileno())
 
     def close(self, conn: Conn) -> None:
         fd = conn.sock.fileno()
         if fd < 0:
             return
         self.loop.remove_reader(fd)
+        if conn.out:
+            self.loop.remove_writer(fd)
+            conn.out.clear()
         self.conns.pop(fd, None)
         conn.sock.close()
         for entity in conn.self_entities.values():
@@ -138,6 +190,8 @@ class Server:
     def shutdown(self) -> None:
         for conn in list(self.conns.values()):
             self.loop.remove_reader(conn.sock.fileno())
+            if conn.out:
+                self.loop.remove_writer(conn.sock.fileno())
             conn.sock.close()
         self.conns.clear()
         for listener in self.listeners:

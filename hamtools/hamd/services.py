@@ -10,7 +10,7 @@ was added, stops what was removed, restarts what changed, and leaves the rest al
 """
 
 import os
-import signal
+import _signal
 
 from hamtools.core import proc
 from hamtools.hamd import policy
@@ -330,7 +330,7 @@ class Services:
 
 def _plain(entity: Entity) -> dict:
     """What start/stop need for an entity ham started by command without a service spec."""
-    return {"argv": entity.argv, "env": {}, "ready": "none", "stop_signal": signal.SIGTERM,
+    return {"argv": entity.argv, "env": {}, "ready": "none", "stop_signal": _signal.SIGTERM,
             "stop_timeout": 10.0, "safe_arg": None}
 
 

@@ -6,7 +6,7 @@ A torn or corrupt file (it cannot be torn by us, but disks and people happen) is
 kept aside as state.json.corrupt for inspection, and ham starts with an empty model.
 """
 
-import json
+from hamtools.core import cjson
 import os
 
 from hamtools.core.atomic import read_or_none, write_atomic
@@ -23,7 +23,7 @@ class Store:
         if raw is None:
             return Model(), {}, None
         try:
-            data = json.loads(raw)
+            data = cjson.loads(raw)
             model = Model.from_dict(data["model"])
             meta = data.get("ham", {})
             if not isinstance(meta, dict):
@@ -37,8 +37,7 @@ class Store:
     def save(self, model: Model, meta: dict) -> None:
         # Entity by entity: building the whole tree as one dict first would leave its peak in
         # ham's heap for good (the resident size is budgeted).
-        compact = {"separators": (",", ":")}
-        entities = ",".join(json.dumps(e.to_dict(), **compact) for e in model.entities.values())
+        entities = ",".join(cjson.dumps(e.to_dict()) for e in model.entities.values())
         data = (f'{{"model":{{"schema":{SCHEMA},"entities":[{entities}]}},'
-                f'"ham":{json.dumps(meta, **compact)}}}')
+                f'"ham":{cjson.dumps(meta)}}}')
         write_atomic(self.path, data.encode(), 0o600)
