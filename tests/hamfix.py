@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,10 +18,11 @@ class HamRunner:
         self.dir = str(runtime_dir)
         self.log = os.path.join(self.dir, "ham.log")
         self.extra_args = list(extra_args)
+        self.extra_env = {}  # more of ham's environment
         self.proc = None
 
     def env(self, **more) -> dict:
-        return dict(os.environ, PYTHONPATH=str(ROOT), HAM_RUNTIME_DIR=self.dir, **more)
+        return dict(os.environ, PYTHONPATH=str(ROOT), HAM_RUNTIME_DIR=self.dir, **self.extra_env, **more)
 
     def start(self, verbosity: str | None = "4") -> "HamRunner":
         """verbosity None: no -V, so ham keeps what its state file says."""
@@ -29,11 +31,21 @@ class HamRunner:
             [sys.executable, "-m", "hamtools", "ham", "--foreground", *level, "-f", self.log,
              "--runtime-dir", self.dir, *self.extra_args], env=self.env(), cwd=ROOT)
         deadline = time.monotonic() + 10
-        while not os.path.exists(os.path.join(self.dir, "client")):
+        while not self.answers():  # a socket file alone may be a killed ham's
             assert self.proc.poll() is None, f"ham exited {self.proc.returncode}: {self.read_log()}"
             assert time.monotonic() < deadline, "ham did not come up"
             time.sleep(0.01)
         return self
+
+    def answers(self) -> bool:
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            probe.connect(os.path.join(self.dir, "client"))
+            return True
+        except OSError:
+            return False
+        finally:
+            probe.close()
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
