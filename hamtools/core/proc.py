@@ -42,6 +42,27 @@ def start_time(pid: int) -> int | None:
     return int(fields[19])  # field 22 overall; fields[0] is field 3 (state)
 
 
+def parent(pid: int) -> int:
+    """The parent's pid (0 when pid is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            data = stat.read()
+        return int(data[data.rindex(b")") + 2:].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def is_descendant(pid: int, ancestor: int | None, depth: int = 64) -> bool:
+    """True when pid is ancestor or below it (looking up at most depth generations)."""
+    for _ in range(depth):
+        if ancestor is None or pid <= 1:
+            return False
+        if pid == ancestor:
+            return True
+        pid = parent(pid)
+    return False
+
+
 # Tuples with named fields, not dataclasses or namedtuple: those import modules (inspect,
 # collections) worth megabytes of resident size in a daemon that is budgeted against a bare
 # pidfd loop.
@@ -253,8 +274,30 @@ def spawn(argv: list[str], *, env: dict[str, str] | None = None, shell: bool = F
     if new_group:
         kwargs["setpgroup"] = 0
     pid = launch(argv[0], argv, os.environ if env is None else env, **kwargs)
+    drop_oom_protection(pid)
     # Our child cannot be reaped before we wait for it, so the pid is still ours here.
     return Process(ProcessId(pid, start_time(pid) or 0), os.pidfd_open(pid), child=True)
+
+
+_oom_protected = None  # our own oom_score_adj is below 0 (ham sets -1000), read once
+
+
+def drop_oom_protection(pid: int) -> None:
+    """A child inherits our oom_score_adj: give it back the default (0) if ours is lowered,
+    so a runaway service is not shielded from the OOM killer as ham is."""
+    global _oom_protected
+    if _oom_protected is None:
+        try:
+            with open("/proc/self/oom_score_adj") as adj:
+                _oom_protected = int(adj.read()) < 0
+        except (OSError, ValueError):
+            _oom_protected = False
+    if _oom_protected:
+        try:
+            with open(f"/proc/{pid}/oom_score_adj", "w") as adj:
+                adj.write("0")
+        except OSError:
+            pass
 
 
 # -- process trees ------------------------------------------------------------------------
@@ -343,7 +386,7 @@ def escalate(loop, proc: Process, *, signum: int = signal.SIGTERM, grace: float 
 def set_child_subreaper(on: bool = True) -> None:
     """Orphans of our descendants are reparented to us (we must reap them: reap_all)."""
     if libc.call("prctl", _PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) != 0:
-        raise OSError(f"prctl(PR_SET_CHILD_SUBREAPER) failed")
+        raise OSError("prctl(PR_SET_CHILD_SUBREAPER) failed")
 
 
 def reap_all() -> list[tuple[int, ExitStatus]]:

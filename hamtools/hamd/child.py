@@ -188,6 +188,7 @@ def _fork_exec(argv, env, stdout, stderr, steps, log, name) -> int:
             os.close(report_w)
         os.close(report_r)
     child._child_created = False  # ham reaps every child itself: Popen must never reap
+    proc.drop_oom_protection(child.pid)
     return child.pid
 
 

@@ -18,12 +18,14 @@ import _signal
 import _socket
 
 from hamtools.core import proc, wire
+from hamtools.hamd import notify
 from hamtools.core.seqpacket import peer_credentials
 
 class Launcher:
     def __init__(self, log):
         self.log = log
         self.base_env = dict(os.environ)
+        self.notify_path = None  # ham's sd_notify socket, once it exists (hamd.notify)
         self._pulse_sockets: dict[tuple[int, int], _socket.socket] = {}
 
     # ---- processes ------------------------------------------------------------------
@@ -35,6 +37,7 @@ class Launcher:
         env = {**self.base_env, **(env or {})}
         # an execute's orphans must never pass for the entity's daemon: its tag is empty
         env["HAM_ENTITY"] = entity.name if entity is not None else ""
+        argv = notify.prepare(argv, env, self.notify_path, entity)
         if uid == os.geteuid():
             started = proc.spawn(argv, env=env)
             started.close()  # children are reaped with waitpid(-1) on SIGCHLD, not by pidfd

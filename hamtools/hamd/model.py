@@ -171,6 +171,9 @@ class Entity(Record):
         ("hpdl", 0), ("hpdh", 0), ("hb_state", "healthy"), ("run", "running"),
         ("created", 0.0), ("last_death", None), ("restarted", None), ("restarts", 0), ("deaths", 0),
         ("last_beat", 0.0),  # monotonic; not persisted (a new ham starts the count afresh)
+        ("beats", 0),  # heartbeats this ham took (not persisted)
+        ("notify_state", None), ("notify_status", None), ("notify_errno", None),  # sd_notify's
+        #                      last STOPPING/RELOADING/READY, STATUS= and ERRNO= (not persisted)
         ("spawned", False),  # our child (exit status available), not adopted
         ("attach_fires", False),  # a placeholder being filled: CONDATTACH fires (not persisted)
         ("service", None),  # the spec (hamtools.hamd.service) when configured as a service

@@ -48,15 +48,6 @@ def _split(line: str) -> list[str]:
     return argv
 
 
-def _parent(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            data = stat.read()
-        return int(data[data.rindex(b")") + 2:].split()[1])
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
 def _proc_uid(pid: int) -> int | None:
     try:
         return os.stat(f"/proc/{pid}").st_uid
@@ -406,17 +397,7 @@ class Requests:
         return None
 
     def may_beat(self, pid: int, uid: int, entity: Entity) -> bool:
-        if uid == 0:
-            return True
-        if uid != entity.uid or entity.pid is None:
-            return False
-        for _ in range(64):  # the caller, then its ancestors
-            if pid == entity.pid:
-                return True
-            if pid <= 1:
-                return False
-            pid = _parent(pid)
-        return False
+        return uid == 0 or (uid == entity.uid and proc.is_descendant(pid, entity.pid))
 
     # ---- ham itself -------------------------------------------------------------------
 

@@ -1,0 +1,240 @@
+"""sd_notify both ways, with clients nobody here wrote: Debian's systemd-notify and the
+sdnotify package keep services alive (WATCHDOG=1) and ready (READY=1) under ham; ham under a
+notify socket reports READY=1, MAINPID= and WATCHDOG=1 itself."""
+
+import array
+import json
+import os
+import shlex
+import shutil
+import socket
+import struct
+import sys
+import time
+
+import pytest
+
+from hamtools.core import sdnotify
+from hamtools.ham import ham_status
+from tests.hamfix import HamRunner, entity_status, kill_leftovers, wait_for
+
+SYSTEMD_NOTIFY = shutil.which("systemd-notify")
+
+
+def test_parse_takes_assignments_and_ignores_the_rest():
+    assert sdnotify.parse(b"READY=1\nSTATUS=a=b\n\ngarbage\nX_MINE=\nREADY=0") == {
+        "READY": "0", "STATUS": "a=b", "X_MINE": ""}
+    for bad in (b"READY=1\0", b"STATUS=\xff"):
+        with pytest.raises(ValueError):
+            sdnotify.parse(bad)
+
+
+@pytest.fixture
+def board(tmp_path, monkeypatch):
+    """ham booted from a TOML file written by the test; yields (runner, write)."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    monkeypatch.setenv("HAM_RUNTIME_DIR", str(run_dir))
+    config = tmp_path / "board.toml"
+    holder = {}
+
+    def start(text: str, **env) -> HamRunner:
+        config.write_text(text)
+        runner = HamRunner(run_dir, [f"--config={config}"])
+        runner.extra_env = env
+        holder["runner"] = runner.start()
+        return runner
+
+    yield start
+    runner = holder.get("runner")
+    if runner is not None:
+        try:
+            pids = [e["pid"] for e in ham_status()["entities"] if e["pid"]]
+        except OSError:
+            pids = []
+        runner.stop()
+        kill_leftovers(pids)
+
+
+WATCHED = """
+[service.{name}]
+command = {command}
+heartbeat = "300ms"
+missed_low = 1
+missed_high = 3
+ready = "notify"
+
+[service.after-{name}]
+command = "/bin/sleep 600"
+after = ["{name}"]
+"""
+
+
+def watched(name: str, script: str) -> str:
+    return WATCHED.format(name=name, command=json.dumps(shlex.join(["/bin/sh", "-c", script])))
+
+
+def _healthy_and_ready(name: str, ham: HamRunner) -> None:
+    wait_for(lambda: (entity_status(name) or {}).get("ready"), what=f"{name} ready")
+    assert entity_status(f"after-{name}")["run"] == "running"  # gated by READY=1
+    start = entity_status(name)["beats"]
+    time.sleep(1.2)  # four periods: without its beats it would have missed high
+    status = entity_status(name)
+    assert status["heartbeat_state"] == "healthy" and status["beats"] >= start + 6
+    assert status["restarts"] == 0 and "missed heartbeat" not in ham.read_log()
+
+
+@pytest.mark.skipif(SYSTEMD_NOTIFY is None, reason="systemd-notify missing: .ci/run installs systemd")
+def test_systemd_notify_keeps_a_service_alive_and_marks_it_ready(board):
+    script = ("sleep 0.4; systemd-notify --ready --status=warming; "
+              "while :; do systemd-notify WATCHDOG=1; sleep 0.1; done")
+    ham = board(watched("sysd", script))
+    assert entity_status("after-sysd")["run"] == "stopped"  # not before READY=1
+    _healthy_and_ready("sysd", ham)
+    assert entity_status("sysd")["notify"]["status"] == "warming"
+
+
+def test_the_sdnotify_package_keeps_a_service_alive_and_marks_it_ready(board):
+    pytest.importorskip("sdnotify", reason="the sdnotify package is a dev dependency (pyproject.toml)")
+    code = ("import sdnotify, time; n = sdnotify.SystemdNotifier(); time.sleep(0.4); n.notify('READY=1')\n"
+            "while True:\n    n.notify('WATCHDOG=1'); time.sleep(0.1)")
+    script = f"exec {sys.executable} -c \"{code}\""
+    ham = board(watched("pynotify", script))
+    _healthy_and_ready("pynotify", ham)
+
+
+def test_a_silent_service_misses_its_beats(board, tmp_path):
+    """The counter-test: the same service without WATCHDOG=1 is seen missing them."""
+    ham = board(watched("mute", "systemd-notify --ready 2>/dev/null; sleep 600"))
+    wait_for(lambda: entity_status("mute")["heartbeat_state"] != "healthy", what="a miss")
+    assert "missed heartbeat" in ham.read_log()
+
+
+def test_the_environment_a_service_gets(board, tmp_path):
+    out = tmp_path / "env"
+    script = f'echo "$$ $NOTIFY_SOCKET $WATCHDOG_USEC $WATCHDOG_PID" > {out}; exec sleep 600'
+    ham = board(watched("env", script).replace('ready = "notify"', ""))
+    wait_for(lambda: out.exists() and out.read_text().strip(), what="the service's environment")
+    pid, path, usec, watchdog_pid = out.read_text().split()
+    assert path == os.path.join(ham.dir, "notify") and usec == "300000" and watchdog_pid == pid
+    assert int(pid) == entity_status("env")["pid"]
+
+
+def _send(path: str, message: bytes, fds=()) -> None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())] if fds else []
+    sock.sendmsg([message], ancillary, 0, path)
+    sock.close()
+
+
+def test_strangers_are_refused_and_passed_fds_never_leak(board):
+    ham = board(watched("w", "sleep 600").replace('ready = "notify"', ""))
+    path = os.path.join(ham.dir, "notify")
+    fds_before = len(os.listdir(f"/proc/{ham.proc.pid}/fd"))
+    readers = [os.pipe() for _ in range(20)]
+    for _ in range(5):
+        _send(path, b"WATCHDOG=1\nREADY=1", [r for r, _ in readers])  # we are no entity's process
+    _send(path, b"x" * 5000)  # over 4096: truncated, dropped
+    wait_for(lambda: "refused: no entity of its own" in ham.read_log(), what="the refusal")
+    assert len(os.listdir(f"/proc/{ham.proc.pid}/fd")) == fds_before
+    for r, w in readers:  # ham closed its copies: our write ends see no other reader
+        os.close(r)
+        with pytest.raises(BrokenPipeError):
+            os.write(w, b"x")
+        os.close(w)
+    assert entity_status("w")["beats"] == 0  # the strangers' WATCHDOG=1 counted for nobody
+
+
+@pytest.mark.skipif(SYSTEMD_NOTIFY is None, reason="systemd-notify missing: .ci/run installs systemd")
+def test_barrier_lets_systemd_notify_return_at_once(board, tmp_path):
+    out = tmp_path / "took"
+    script = (f'start=$(date +%s%N); systemd-notify --ready; echo $? $(( ($(date +%s%N) - start) / 1000000 )) '
+              f'> {out}; exec sleep 600')
+    board(watched("barrier", script))
+    wait_for(lambda: out.exists() and out.read_text().strip(), what="systemd-notify's return")
+    code, millis = out.read_text().split()
+    assert code == "0" and int(millis) < 2000  # without BARRIER's fd closed it waits 5 s
+
+
+def test_mainpid_moves_the_entity_to_the_new_process(board, tmp_path):
+    # a launcher that forks the real daemon, names it with MAINPID=, and exits
+    script = ("sleep 600 & child=$!; systemd-notify --ready MAINPID=$child; exit 0")
+    board(watched("moved", script).replace('heartbeat = "300ms"', ""))
+    wait_for(lambda: (s := entity_status("moved")) and s["pid"] and _cmd(s["pid"]) == "sleep 600",
+             what="the move to the forked child")
+    time.sleep(0.3)
+    status = entity_status("moved")
+    assert status["run"] == "running" and status["deaths"] == 0  # the launcher's exit is no death
+    os.kill(status["pid"], 9)
+    wait_for(lambda: entity_status("moved")["deaths"] == 1, what="the new main pid's death")
+
+
+def test_watchdog_trigger_is_a_missed_heartbeat_now(board):
+    script = "systemd-notify --ready; sleep 0.3; systemd-notify WATCHDOG=trigger; exec sleep 600"
+    ham = board(watched("trig", script).replace('heartbeat = "300ms"', 'heartbeat = "60s"'))
+    wait_for(lambda: entity_status("trig")["heartbeat_state"] == "missedhigh", what="MISSEDHIGH")
+    assert "WATCHDOG=trigger" in ham.read_log()
+
+
+def _cmd(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return cmdline.read().replace(b"\0", b" ").decode().strip()
+    except FileNotFoundError:
+        return ""
+
+
+def test_ham_under_a_notify_socket_reports_ready_mainpid_and_watchdog(tmp_path, monkeypatch):
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(tmp_path / "manager"))
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    listener.settimeout(10)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    monkeypatch.setenv("HAM_RUNTIME_DIR", str(run_dir))
+    runner = HamRunner(run_dir)
+    runner.extra_env = {"NOTIFY_SOCKET": str(tmp_path / "manager"), "WATCHDOG_USEC": "200000"}
+    runner.start()
+    try:
+        first, creds = _receive(listener)
+        fields = sdnotify.parse(first)
+        assert fields["READY"] == "1" and fields["MAINPID"] == str(runner.proc.pid) == str(creds)
+        beats = [sdnotify.parse(_receive(listener)[0]) for _ in range(4)]
+        assert all(b == {"WATCHDOG": "1"} for b in beats)
+        from hamtools.ham import ham_stop
+
+        ham_stop()
+        while (fields := sdnotify.parse(_receive(listener)[0])) == {"WATCHDOG": "1"}:
+            pass
+        assert fields == {"STOPPING": "1"}
+        runner.proc.wait(10)
+    finally:
+        runner.stop()
+        listener.close()
+
+
+def _receive(sock) -> tuple[bytes, int]:
+    data, ancillary, _, _ = sock.recvmsg(4096, socket.CMSG_SPACE(12))
+    pid = next(struct.unpack("3i", body)[0] for level, kind, body in ancillary if kind == socket.SCM_CREDENTIALS)
+    return data, pid
+
+
+def test_entities_never_see_hams_own_notify_socket(tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    monkeypatch.setenv("HAM_RUNTIME_DIR", str(run_dir))
+    runner = HamRunner(run_dir)
+    runner.extra_env = {"NOTIFY_SOCKET": str(tmp_path / "nobody"), "WATCHDOG_USEC": "1000000"}
+    runner.start()
+    out = tmp_path / "env"
+    try:
+        from hamtools.ham import ham_attach
+
+        ham_attach("plain", 0, -1, f"/bin/sh -c 'echo $NOTIFY_SOCKET-$WATCHDOG_USEC > {out}; exec sleep 600'", 0)
+        wait_for(lambda: out.exists() and out.read_text().strip(), what="the entity's environment")
+        assert out.read_text().strip() == f"{run_dir}/notify-"
+    finally:
+        pids = [e["pid"] for e in ham_status()["entities"] if e["pid"]]
+        runner.stop()
+        kill_leftovers(pids)
+
