@@ -29,6 +29,9 @@ echo "$boot" > /share/vm-boots
 say "boot $boot of $VM_BOOTS"   # vm-test cuts the console log into boots at this line
 [ "$boot" -le "$VM_BOOTS" ] || off
 
+# device-mapper: a suspended dm device makes a process truly unkillable (ham's VM tests)
+modprobe dm-mod && modprobe dm-zero || say "modprobe dm-mod dm-zero failed"
+
 if [ "$VM_DEVICE" != none ]; then
     # Governors first: a device picks the default governor when it registers.
     modprobe pretimeout_noop; modprobe pretimeout_panic

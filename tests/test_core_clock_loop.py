@@ -182,3 +182,21 @@ def test_idle_loop_makes_zero_wakeups():
     loop.close()
     a.close()
     b.close()
+
+
+def test_a_callback_that_raises_is_reported_and_the_loop_goes_on():
+    from hamtools.core.clock import FakeClock
+    from hamtools.core.loop import Loop
+
+    seen, ran = [], []
+    loop = Loop(FakeClock(autojump=True), on_error=seen.append)
+    loop.call_later(1, lambda: 1 / 0)
+    loop.call_later(2, lambda: ran.append("after"))
+    assert loop.run_until(lambda: ran, timeout=5)
+    assert [type(e) for e in seen] == [ZeroDivisionError]
+    bare = Loop(FakeClock(autojump=True))
+    bare.call_later(1, lambda: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        bare.run_until(lambda: False, timeout=5)
+    loop.close()
+    bare.close()

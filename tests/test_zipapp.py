@@ -3,7 +3,6 @@ a fresh SHIV_ROOT, nothing installed but the interpreter."""
 
 import os
 import subprocess
-import sys
 import time
 import tomllib
 import zipfile

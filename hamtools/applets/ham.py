@@ -33,9 +33,19 @@ notify pulse/signal, heartbeat_healthy, log). Drive it with `hamctl` or hamtools
   --config FILE      services to run (repeatable): FILE.toml is TOML, anything else a
                      seed 001 startup file; a bad line stops ham before anything starts;
                      SIGHUP or `hamctl reload` applies changed files
+  --watchdog DEV     hold the hardware watchdog DEV and feed it (every third of its timeout),
+                     except while a hung worker's kill is pending: one that cannot be killed
+                     resets the board, and the next boot's `hamctl status` names it
+  --watchdog-timeout S   set the watchdog's timeout (default: the driver's)
+  --shutdown-timeout S   on SIGTERM the watchdog is left armed with this timeout (default 600)
+  --watchdog-record FILE where the culprit is written before feeding stops, to outlive the
+                     reset (default /var/lib/ham/watchdog.json)
+  --realtime         lock ham's memory and run it SCHED_FIFO (what it starts does not inherit it)
 
-Signals: SIGTERM stops ham; SIGHUP reloads; SIGINT, SIGQUIT, SIGPIPE, SIGUSR1/2 and SIGALRM
-are ignored. A second ham on the same runtime directory refuses to start.
+Signals: SIGTERM stops ham (a held watchdog stays armed with the shutdown timeout; `hamctl
+stop` closes it with the magic 'V'); SIGHUP reloads; SIGINT, SIGQUIT, SIGPIPE, SIGUSR1/2 and
+SIGALRM are ignored. A second ham on the same runtime directory refuses to start. Under a
+notify socket (systemd Type=notify) ham reports READY=1 with MAINPID=, and WATCHDOG=1.
 """
 
 STAMPS = ("none", "relative", "absolute", "shortabs")
@@ -45,7 +55,8 @@ def main(argv: list[str]) -> int:
     opts = parse_options(argv)
     settings = {"verbosity": 1, "extra": 0, "log": None, "stamps": "relative",
                 "runtime_dir": runtime.runtime_dir(), "gid": 0, "foreground": False,
-                "stop_entities": False, "configs": []}
+                "stop_entities": False, "configs": [], "watchdog": None, "realtime": False}
+    watchdog = {}
     for opt, value in opts:
         if opt in ("-h", "-?", "--help"):
             sys.stdout.write(USAGE)
@@ -73,6 +84,20 @@ def main(argv: list[str]) -> int:
             settings["stop_entities"] = True
         elif opt == "--config":
             settings["configs"].append(os.path.abspath(value))
+        elif opt == "--watchdog":
+            watchdog["path"] = value
+        elif opt == "--watchdog-timeout":
+            watchdog["timeout"] = _seconds(value, opt)
+        elif opt == "--shutdown-timeout":
+            watchdog["shutdown_timeout"] = _seconds(value, opt)
+        elif opt == "--watchdog-record":
+            watchdog["record"] = os.path.abspath(value)
+        elif opt == "--realtime":
+            settings["realtime"] = True
+    if watchdog and "path" not in watchdog:
+        raise AppletError("--watchdog-timeout, --shutdown-timeout and --watchdog-record go with "
+                          "--watchdog DEV (see ham --help)", EXIT_USAGE)
+    settings["watchdog"] = watchdog or None
     settings["verbosity"] += settings.pop("extra")
     # Without -v/-V/-d, a ham started again keeps the verbosity hamctl last set.
     settings["keep_verbosity"] = not any(opt in ("-v", "-V", "-d") for opt, _ in opts)
@@ -83,7 +108,9 @@ def main(argv: list[str]) -> int:
 
 
 SHORT_FLAGS, SHORT_VALUES = "vdh?", "Vft"
-LONG_FLAGS, LONG_VALUES = ("foreground", "stop-entities", "help"), ("runtime-dir", "group", "config")
+LONG_FLAGS = ("foreground", "stop-entities", "help", "realtime")
+LONG_VALUES = ("runtime-dir", "group", "config", "watchdog", "watchdog-timeout", "shutdown-timeout",
+               "watchdog-record")
 
 
 def parse_options(argv: list[str]) -> list[tuple[str, str]]:
@@ -128,6 +155,12 @@ def _number(text: str, option: str) -> int:
     return int(text)
 
 
+def _seconds(text: str, option: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise AppletError(f"{option} {text}: whole seconds from 1 to 65535", EXIT_USAGE)
+    return int(text)
+
+
 def _group(name: str) -> int:
     try:
         return int(name) if name.isdigit() else grp.getgrnam(name).gr_gid
@@ -136,21 +169,22 @@ def _group(name: str) -> int:
 
 
 def run(*, verbosity, keep_verbosity, log, stamps, runtime_dir, gid, foreground, stop_entities,
-        configs) -> int:
+        configs, watchdog, realtime) -> int:
     ready = None if foreground else _detach(keep_stderr=log is None)
     from hamtools.core.loop import Loop
-    from hamtools.hamd.daemon import AlreadyRunning, Ham
+    from hamtools.hamd.daemon import CannotStart, Ham
     from hamtools.hamd.hlog import HamLog
 
     os.environ["HAM_RUNTIME_DIR"] = runtime_dir  # what ham starts finds ham
     loop = Loop()
     try:
         hamlog = HamLog(loop.clock, verbosity=verbosity, path=log, stamps=stamps)
+        loop.on_error = lambda err: _internal_error(hamlog, err)
         ham = Ham(loop, runtime_dir, hamlog, gid=gid, stop_entities=stop_entities,
                   keep_verbosity=keep_verbosity)
-        ham.start(configs)
-    except AlreadyRunning as busy:
-        return _fail(ready, f"cannot start: {busy}")
+        ham.start(configs, watchdog=watchdog, realtime=realtime)
+    except CannotStart as why:
+        return _fail(ready, f"cannot start: {why}")
     except ValueError as bad:  # a configuration error: FILE:LINE: message, nothing started
         return _fail(ready, str(bad))
     except OSError as err:
@@ -164,6 +198,15 @@ def run(*, verbosity, keep_verbosity, log, stamps, runtime_dir, gid, foreground,
         ham.close()
         loop.close()
     return 0
+
+
+def _internal_error(log, err: Exception) -> None:
+    """A bug in one of ham's callbacks: logged where it happened; ham goes on."""
+    import traceback
+
+    where = traceback.extract_tb(err.__traceback__)[-1]
+    log(0, f"internal error: {type(err).__name__}: {err} "
+           f"({os.path.basename(where.filename)}:{where.lineno} in {where.name})")
 
 
 def _fail(ready: int | None, message: str) -> int:

@@ -7,7 +7,6 @@ import errno
 import os
 import random
 import signal
-import sys
 import threading
 import time
 

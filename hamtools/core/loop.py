@@ -42,8 +42,11 @@ class Timer:
 
 
 class Loop:
-    def __init__(self, clock: Clock = REAL):
+    def __init__(self, clock: Clock = REAL, on_error=None):
+        """on_error(exception): a callback that raised is reported there and the loop goes
+        on (a daemon must survive its own bugs); without it the exception propagates."""
         self.clock = clock
+        self.on_error = on_error
         self.wakeups = 0
         self._epoll = select.epoll()
         self._callbacks: dict[int, list] = {}  # fd -> [on readable, on writable]
@@ -120,7 +123,7 @@ class Loop:
         for timer in due:  # collected first: a timer re-arming itself at `now` runs next pass
             if not timer.cancelled:
                 timer.cancelled = True
-                timer.callback()
+                self._call(timer.callback)
 
     # -- signals ----------------------------------------------------------------------
 
@@ -159,7 +162,7 @@ class Loop:
         for signum in seen:  # signals merge anyway (SIGCHLD): one call per signal per wakeup
             callback = self._signal_callbacks.get(signum)
             if callback is not None:
-                callback()
+                self._call(callback)
 
     # -- running ----------------------------------------------------------------------
 
@@ -177,10 +180,18 @@ class Loop:
             # in this batch may have removed or replaced this one (or closed the fd and
             # registered another under the same number): only what is still registered runs.
             if mask & ~_WRITE and on_read is not None and self._registered(fd, 0) is on_read:
-                on_read()
+                self._call(on_read)
             if mask & ~_READ and on_write is not None and self._registered(fd, 1) is on_write:
-                on_write()
+                self._call(on_write)
         self._run_due_timers()
+
+    def _call(self, callback) -> None:
+        try:
+            callback()
+        except Exception as err:
+            if self.on_error is None:
+                raise
+            self.on_error(err)
 
     def _registered(self, fd: int, slot: int):
         callbacks = self._callbacks.get(fd)

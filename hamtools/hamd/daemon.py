@@ -19,18 +19,25 @@ from hamtools.core import proc
 from hamtools.hamd.engine import Engine
 from hamtools.hamd.journal import Journal
 from hamtools.hamd.launch import Launcher
+from hamtools.hamd.managed import Manager
 from hamtools.hamd.model import Entity
+from hamtools.hamd.notify import NotifySocket
 from hamtools.hamd.ops import Requests
 from hamtools.hamd.server import Server
 from hamtools.hamd.store import Store
 from hamtools.core import hamconsts as q
 
 SAVE_DELAY = 0.02  # seconds: coalesce a burst of changes into one write
+REALTIME_PRIORITY = 10  # --realtime: above ordinary real-time work, below the kernel's threads
 IGNORED_SIGNALS = (_signal.SIGINT, _signal.SIGQUIT, _signal.SIGPIPE, _signal.SIGUSR1,
                    _signal.SIGUSR2, _signal.SIGALRM)
 
 
-class AlreadyRunning(Exception):
+class CannotStart(Exception):
+    """A reason ham does not start, worded for "ham: cannot start: <reason>"."""
+
+
+class AlreadyRunning(CannotStart):
     pass
 
 
@@ -51,9 +58,12 @@ class Ham:
         self.ham_failures = int(meta.get("ham_failures", 0))
         self.started = self.clock.time()
         self.journal = Journal(os.path.join(runtime_dir, "events.jsonl"), self.clock)
+        self.manager = Manager.from_environment(log)  # before Launcher copies the environment
+        self.watchdog = None  # hamd.hwdog, with --watchdog
         self.launcher = Launcher(log)
         self.engine = Engine(self.model, loop, self.launcher, log=log,
                              journal=self.journal.record, changed=self.changed)
+        self.engine.on_missed_high = self._missed_high
         if keep_verbosity:
             log.verbosity = int(meta.get("verbosity", log.verbosity))
         self.engine.verbosity = log.verbosity
@@ -76,9 +86,20 @@ class Ham:
 
     # ---- start and stop ---------------------------------------------------------------
 
-    def start(self, config_paths: list[str] = ()) -> None:
+    def start(self, config_paths: list[str] = (), watchdog: dict | None = None,
+              realtime: bool = False) -> None:
+        """watchdog: hamd.hwdog's settings (path, timeout, shutdown_timeout, record)."""
         self.config_paths = list(config_paths)
         loaded = self._load_config() if self.config_paths else None  # errors: nothing started
+        protect_self(realtime, self.log)
+        if watchdog is not None:
+            from hamtools.core.watchdog import describe_error
+            from hamtools.hamd.hwdog import HardwareWatchdog
+
+            try:
+                self.watchdog = HardwareWatchdog.open(self.loop, self.log, **watchdog)
+            except OSError as err:
+                raise CannotStart(f"watchdog {watchdog['path']}: {describe_error(err)}") from None
         proc.set_child_subreaper()
         for signum in IGNORED_SIGNALS:
             _signal.signal(signum, _signal.SIG_IGN)
@@ -86,6 +107,8 @@ class Ham:
         self.loop.add_signal(_signal.SIGTERM, self._on_term)
         self.loop.add_signal(_signal.SIGHUP, self._on_hup)
         self.server.open()
+        self.notify = NotifySocket(self, os.path.join(self.runtime_dir, "notify"))
+        self.launcher.notify_path = self.notify.path
         self._resume()
         self._reap()
         if loaded is not None:
@@ -93,6 +116,8 @@ class Ham:
         self.save()
         trim_heap()
         self.log(1, f"ham started, pid {os.getpid()}, {len(self.model.entities) - 1} entities")
+        if self.manager is not None:
+            self.manager.started(self.loop, f"{len(self.model.entities) - 1} entities")
 
     def _resume(self) -> None:
         """Re-adopt what an earlier ham left running; handle deaths it did not see."""
@@ -124,14 +149,8 @@ class Ham:
 
     def _load_config(self):
         from hamtools.hamd import config
-        from hamtools.hamd.service import ConfigError
 
-        specs, groups = config.load(self.config_paths)
-        for spec in specs:
-            if spec["ready"] == "notify":  # honest until sd_notify exists (the heartbeat issue)
-                raise ConfigError(spec["source"], "ready = notify needs sd_notify, which ham does not "
-                                                  "understand yet: use path:… or delay:…")
-        return specs, groups
+        return config.load(self.config_paths)
 
     def reload(self) -> dict:
         """hamctl reload / SIGHUP: apply the configuration files again. A bad file changes
@@ -150,14 +169,17 @@ class Ham:
 
     def _on_term(self) -> None:
         self.log(1, "SIGTERM: stopping" + (" with the entities" if self.stop_entities_on_term else ""))
-        self.request_stop(self.stop_entities_on_term)
+        self.request_stop(self.stop_entities_on_term, disarm=False)
 
-    def request_stop(self, stop_entities: bool) -> None:
-        """ham_stop: answer first (the caller is waiting), then stop on the next turn."""
+    def request_stop(self, stop_entities: bool, disarm: bool = True) -> None:
+        """ham_stop (disarm: the hardware watchdog's magic close) or SIGTERM (re-armed with the
+        shutdown timeout): answer first (the caller is waiting), then stop on the next turn."""
         self.stopping = True
-        self.loop.call_later(0, lambda: self._stop(stop_entities))
+        self.loop.call_later(0, lambda: self._stop(stop_entities, disarm))
 
-    def _stop(self, stop_entities: bool) -> None:
+    def _stop(self, stop_entities: bool, disarm: bool) -> None:
+        if self.watchdog is not None:
+            self.watchdog.disarm() if disarm else self.watchdog.shutdown()
         if not stop_entities:
             self._finish_stop()
             return
@@ -168,7 +190,10 @@ class Ham:
         self.services.stop_all(then=self._finish_stop)  # services in reverse start order
 
     def _finish_stop(self) -> None:
+        if self.manager is not None:
+            self.manager.stopping()
         self.server.shutdown()
+        self.notify.close()
         self.save()
         self.loop.stop()
 
@@ -237,11 +262,7 @@ class Ham:
                 return
             if heir is not None:  # it daemonized: follow the new pid, as QNX follows daemon()
                 self.log(2, f"DaemonFork o:{pid}, n:{heir} ({entity.name})")
-                entity.pid, entity.start, entity.spawned = heir, proc.start_time(heir), True
-                waiter = self.engine.exit_waiters.pop(pid, None)
-                if waiter is not None:
-                    self.engine.exit_waiters[heir] = waiter
-                self.changed()
+                self.follow(entity, heir)
                 return
         if self.engine.process_exited(pid, status):
             return
@@ -252,6 +273,35 @@ class Ham:
                 self.services.died(entity, status)
         elif entity is None:
             self.log(4, f"reaped pid {pid} ({status})")
+
+    def follow(self, entity: Entity, pid: int) -> None:
+        """entity's process is now pid (it daemonized, or said MAINPID=): watch that one."""
+        old = entity.pid
+        self.forget(entity)
+        entity.pid, entity.start = pid, proc.start_time(pid)
+        entity.spawned = proc.parent(pid) == os.getpid()  # else a pidfd watches it
+        waiter = self.engine.exit_waiters.pop(old, None) if old is not None else None
+        if waiter is not None:
+            self.engine.exit_waiters[pid] = waiter
+        self.adopt(entity)
+        self.changed()
+
+    def became_ready(self, entity: Entity) -> None:
+        """READY=1 from the entity (hamd.notify)."""
+        if entity.service is not None:
+            self.services.notified_ready(entity)
+        else:
+            entity.ready = True
+
+    def kill_pending(self, entity: Entity, pending: bool) -> None:
+        """A hung worker's kill was sent (True) or it is dead at last (False): the hardware
+        watchdog is not fed in between (hamd.hwdog)."""
+        if self.watchdog is not None:
+            self.watchdog.kill_pending(entity.name, pending, entity.pid)
+
+    def _missed_high(self, entity: Entity) -> None:
+        if entity.service is not None and entity.pid is not None:
+            self.services.hung(entity)
 
     def _known_pids(self) -> set[int]:
         known = {e.pid for e in self.model.entities.values() if e.pid is not None}
@@ -293,6 +343,7 @@ class Ham:
             "verbosity": self.engine.verbosity,
             "started": self.started,
             "entities": [_entity_status(e) for e in self.model.entities.values()],
+            "watchdog": self.watchdog.status() if self.watchdog is not None else None,
         }
 
 
@@ -306,6 +357,9 @@ def _entity_status(entity: Entity) -> dict:
         "service": entity.service is not None,
         "heartbeat_state": entity.hb_state if entity.heartbeat else None,
         "restarts": entity.restarts, "deaths": entity.deaths, "enabled": entity.enabled,
+        "beats": entity.beats,
+        "notify": ({"state": entity.notify_state, "status": entity.notify_status, "errno": entity.notify_errno}
+                   if entity.notify_state or entity.notify_status or entity.notify_errno is not None else None),
         "flags": q.flag_names(entity.flags, q.ENTITY_FLAG_NAMES),
         "uid": entity.uid, "command": entity.argv,
         "heartbeat": ({"period": entity.hb_period, "hpdl": entity.hpdl, "hpdh": entity.hpdh}
@@ -323,6 +377,27 @@ def _entity_status(entity: Entity) -> dict:
             } for a in c.actions.values()],
         } for c in entity.conditions.values()],
     }
+
+
+def protect_self(realtime: bool, log) -> None:
+    """ham is the last process the OOM killer should pick (its children get their score back,
+    core.proc.spawn); with --realtime its memory is locked and it runs SCHED_FIFO, which its
+    children do not inherit (SCHED_RESET_ON_FORK)."""
+    try:
+        with open("/proc/self/oom_score_adj", "w") as adj:
+            adj.write("-1000")
+    except OSError as err:
+        log(2, f"oom_score_adj -1000: {err.strerror} (not root?)")
+    if not realtime:
+        return
+    from hamtools.core import libc
+
+    if libc.call("mlockall", 3) != 0:  # MCL_CURRENT | MCL_FUTURE
+        log(0, "--realtime: mlockall failed (not root, or RLIMIT_MEMLOCK)")
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(REALTIME_PRIORITY))
+    except OSError as err:
+        log(0, f"--realtime: SCHED_FIFO refused: {err.strerror}")
 
 
 def trim_heap() -> None:

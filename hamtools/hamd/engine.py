@@ -111,6 +111,7 @@ class Engine:
         self.episodes: dict[str, dict] = {}  # entity name -> {"jobs": n, "restarted": bool}
         self.verbosity = 1
         self.closed = False
+        self.on_missed_high = None  # called with the entity after MISSEDHIGH fired (services)
 
     def close(self) -> None:
         """ham is stopping: drop the jobs in flight without running the rest of their lists
@@ -461,6 +462,7 @@ class Engine:
 
     def beat(self, entity: Entity) -> None:
         entity.last_beat = self.clock.monotonic()
+        entity.beats += 1
 
     def hb_healthy(self, entity: Entity) -> None:
         if entity.heartbeat:
@@ -499,8 +501,19 @@ class Engine:
             self.fire(entity, q.CONDHBEATMISSEDLOW, note=f"{missed} missed")
             self.changed()
         if entity.hb_state in ("healthy", "missedlow") and 0 < entity.hpdh <= missed:
-            entity.hb_state = "missedhigh"
-            self.log(1, f"Entity {entity.name} missed heartbeat: severity high ({missed} missed)")
-            self.fire(entity, q.CONDHBEATMISSEDHIGH, note=f"{missed} missed")
-            self.changed()
+            self._missed_high(entity, f"{missed} missed")
         self._hb_arm(entity)
+
+    def hb_trigger(self, entity: Entity) -> None:
+        """sd_notify's WATCHDOG=trigger: the high threshold is missed now."""
+        if entity.hb_state != "missedhigh":
+            self._hb_stop(entity)
+            self._missed_high(entity, "WATCHDOG=trigger")
+
+    def _missed_high(self, entity: Entity, why: str) -> None:
+        entity.hb_state = "missedhigh"
+        self.log(1, f"Entity {entity.name} missed heartbeat: severity high ({why})")
+        self.fire(entity, q.CONDHBEATMISSEDHIGH, note=why)
+        self.changed()
+        if self.on_missed_high is not None:
+            self.on_missed_high(entity)

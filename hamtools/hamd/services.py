@@ -13,7 +13,7 @@ import os
 import _signal
 
 from hamtools.core import proc
-from hamtools.hamd import policy
+from hamtools.hamd import notify, policy
 from hamtools.hamd.model import Entity
 
 READY_POLL = 0.05  # seconds between looks for a readiness path, only while one is awaited
@@ -30,6 +30,7 @@ class Services:
         self.group_state: dict[str, policy.GroupState] = {}
         self.histories: dict[str, policy.History] = {}
         self.timers: dict[str, object] = {}  # name -> pending backoff/readiness timer
+        self.killing: dict[str, object] = {}  # name -> the kill of a hung worker (child.Stopping)
         self.order: list[str] = []  # start order of the configured services
         self._capture = None  # made on the first service whose output is captured
 
@@ -150,10 +151,12 @@ class Services:
             return
         from hamtools.hamd import child
 
+        extra = {}
+        argv = notify.prepare(argv, extra, self.ham.notify.path, entity)
         spec = {**entity.service, "argv": argv, "env": {**entity.service["env"], **env}}
         streams = self.capture.open(spec)
         try:
-            pid = child.start(spec, {}, self.log, stdout=streams.stdout, stderr=streams.stderr)
+            pid = child.start(spec, extra, self.log, stdout=streams.stdout, stderr=streams.stderr)
         except (OSError, ValueError):
             streams.abandon()
             raise
@@ -174,7 +177,7 @@ class Services:
             self._timer(entity, float(ready[6:]), lambda: self._became_ready(entity))
         elif ready.startswith("path:"):
             self._poll_path(entity, ready[5:])
-        else:  # "none"
+        elif ready != "notify":  # "none"; notify: READY=1 calls notified_ready
             self._became_ready(entity)
 
     def _poll_path(self, entity: Entity, path: str) -> None:
@@ -182,6 +185,10 @@ class Services:
             self._became_ready(entity)
         elif entity.run == "running":
             self._timer(entity, READY_POLL, lambda: self._poll_path(entity, path))
+
+    def notified_ready(self, entity: Entity) -> None:
+        """READY=1 from the service (hamd.notify)."""
+        self._became_ready(entity)
 
     def _became_ready(self, entity: Entity) -> None:
         if self.ham.model.entities.get(entity.name) is entity and entity.run == "running":
@@ -199,8 +206,30 @@ class Services:
 
     # ---- deaths -------------------------------------------------------------------------
 
+    def hung(self, entity: Entity) -> None:
+        """Seed 001's hung worker (MISSEDHIGH on a service): its kill signal (SIGABRT by default,
+        so it dumps core) to its process group, SIGKILL after its grace period; once it is really
+        dead its death goes through the policy like any other. Until then ham does not feed the
+        hardware watchdog (hamd.hwdog), so a worker that cannot be killed resets the board."""
+        if entity.name in self.killing or entity.pid is None:
+            return
+        from hamtools.hamd import child
+
+        spec = entity.service
+        self.log(0, f"{entity.name}: hung (pid {entity.pid}): {proc.signal_name(spec['kill_signal'])}, "
+                    f"SIGKILL after {spec['grace']:g} s")
+        self.ham.engine.journal(entity.name, None, "hung", note=proc.signal_name(spec["kill_signal"]))
+        self.ham.kill_pending(entity, True)
+        kill = {"stop_signal": spec["kill_signal"], "stop_timeout": spec["grace"]}
+        self.killing[entity.name] = child.stop(entity.pid, kill, self.loop, lambda: None, start=entity.start)
+
     def died(self, entity: Entity, status) -> None:
         """After its conditions fired: the policy decides what happens next."""
+        if entity.name in self.killing:  # a hung worker, now really dead
+            killing = self.killing.pop(entity.name)
+            if killing is not None:
+                killing.cancel()
+            self.ham.kill_pending(entity, False)
         self._cancel(entity.name)
         entity.ready = False
         if entity.run == "stopping":  # we asked for it
