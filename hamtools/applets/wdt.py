@@ -8,7 +8,6 @@ wdt_commands, which accepts the same query forms too.
 HAMTOOLS_SYSFS (default /sys) points every sysfs read elsewhere: a fake tree for tests.
 """
 
-import errno
 import os
 import sys
 
@@ -71,9 +70,7 @@ def resolve_device(device: str | None) -> str:
 
 def open_error(what: str, device: str, err: OSError) -> AppletError:
     code = EXIT_NOT_RUNNING if isinstance(err, FileNotFoundError) else EXIT_FALSE
-    # Every watchdog answers WDIOC_GETSUPPORT: ENOTTY means something else entirely.
-    why = "not a watchdog device" if err.errno == errno.ENOTTY else watchdog.describe_error(err)
-    return AppletError(f"{what}: {device}: {why}", code)
+    return AppletError(f"{what}: {device}: {watchdog.describe_error(err)}", code)
 
 
 def probe(what: str, device: str | None, wanted) -> watchdog_probe.Snapshot:

@@ -188,19 +188,10 @@ def _change(what: str, device: str | None, body, *, force: bool = False, arm: bo
         raise AppletError(f"{what}: {snap.device} is stopped and nowayout is set: opening it "
                           "would arm it for good (add --force to do it anyway)")
     try:
-        return watchdog.session(snap.device, lambda opened: body(_checked(what, opened), snap),
+        return watchdog.session(snap.device, lambda opened: body(opened, snap),
                                 disarm=not (arm or was_active))
     except OSError as err:  # from the open: body turns its own errors into AppletError
         raise wdt.open_error(what, snap.device, err) from None
-
-
-def _checked(what: str, device: watchdog.Watchdog) -> watchdog.Watchdog:
-    """The device, once it answered WDIOC_GETSUPPORT: never write to a disk or a tty."""
-    try:
-        device.get_support()
-    except OSError as err:
-        raise wdt.open_error(what, device.path, err) from None
-    return device
 
 
 def _stop(what: str, device: str | None, body) -> None:
@@ -209,8 +200,7 @@ def _stop(what: str, device: str | None, body) -> None:
         print(f"{snap.device}: already inactive")
         return
     try:
-        watchdog.session(snap.device, lambda opened: body(_checked(what, opened), snap),
-                         disarm=True)
+        watchdog.session(snap.device, lambda opened: body(opened, snap), disarm=True)
     except OSError as err:
         raise wdt.open_error(what, snap.device, err) from None
     if snap.sysfs_dir is None:
@@ -223,11 +213,10 @@ def _stop(what: str, device: str | None, body) -> None:
 
 
 def _armed_message(device: watchdog.Watchdog, snap, done: str) -> str:
-    info = _try(device.get_support)
     timeout = snap.timeout if snap.timeout is not None else _try(device.get_timeout)
-    if info is not None and not info.options & watchdog.WDIOF_MAGICCLOSE:
+    if not device.info.options & watchdog.WDIOF_MAGICCLOSE:
         return (f"{snap.device}: {done}, but closing it stops it again "
-                f"({info.identity} has no magic close; use `wdt feed`)")
+                f"({device.info.identity} has no magic close; use `wdt feed`)")
     when = f"{timeout} s from now" if timeout else "at its timeout"
     return f"{snap.device}: {done}; it stays armed and resets the machine {when} unless fed"
 
@@ -240,7 +229,7 @@ def _timeout_range(snap) -> str | None:
 
 def _ioctl_error(what: str, device: watchdog.Watchdog, snap, err: OSError, value=None,
                  why_invalid: str | None = None) -> AppletError:
-    identity = snap.identity or getattr(_try(device.get_support), "identity", None)
+    identity = snap.identity or device.info.identity
     if err.errno == errno.EINVAL and value is not None:
         detail = f": {why_invalid}" if why_invalid else ""
         return AppletError(f"{what} {value}: invalid value for {identity or snap.device}{detail}")

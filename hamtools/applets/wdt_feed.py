@@ -6,14 +6,14 @@ As busybox: -T timeout (default 60 s), -t keepalive period (default half the tim
 "ms" suffix for milliseconds; fork into the background *before* opening the device unless
 -F; WDIOS_ENABLECARD then WDIOC_SETTIMEOUT, failures only warned about; one NUL byte per
 period. Unlike busybox, the command that daemonizes waits until the daemon has the device
-set up, so an error (EBUSY, ENOENT...) still reaches the caller and its exit status.
+set up, so an error (EBUSY, ENOENT...) still reaches the caller and its exit status, and
+a path that is no watchdog (a file, a disk, /dev/null) is refused without a byte written.
 SIGTERM/SIGINT/SIGHUP stop it with the magic close; with --nowayout it closes without the
 'V', so the watchdog stays armed and resets the machine unless someone else feeds it.
 """
 
 import os
 import signal
-import stat
 import sys
 import time
 
@@ -73,8 +73,7 @@ def _setup(device: str, timeout_ms: int, interval_ms: int | None, pidfile: str |
 
 def _open_and_start(device: str, timeout_ms: int, interval_ms: int | None, pidfile: str | None):
     try:
-        opened = watchdog.Watchdog.open(device)
-        _refuse_other_devices(opened)
+        opened = watchdog.Watchdog.open(device)  # refuses, unwritten, what is no watchdog
     except OSError as err:
         raise wdt.open_error("feed", device, err) from None
     timeout = _start(opened, timeout_ms // 1000)
@@ -90,19 +89,6 @@ def _open_and_start(device: str, timeout_ms: int, interval_ms: int | None, pidfi
             opened.magic_close()
             raise AppletError(f"feed: pidfile {pidfile}: {describe_oserror(err)}") from None
     return opened, period
-
-
-def _refuse_other_devices(opened: watchdog.Watchdog) -> None:
-    """A device node that does not answer WDIOC_GETSUPPORT (a disk, a tty) is not written to.
-
-    A plain file or FIFO is fed all the same (a dry run: the bytes can be watched).
-    """
-    if stat.S_ISCHR(os.fstat(opened.fd).st_mode) or stat.S_ISBLK(os.fstat(opened.fd).st_mode):
-        try:
-            opened.get_support()
-        except OSError:
-            opened.close()
-            raise
 
 
 def _start(opened: watchdog.Watchdog, seconds: int) -> int | None:

@@ -92,7 +92,7 @@ def probe(device: str, wanted=INFO_FIELDS, sys_root: str = "/sys") -> Snapshot:
 
 
 def _query(device: watchdog.Watchdog, snapshot: Snapshot) -> None:
-    info = device.get_support()
+    info = device.info
     snapshot.identity, snapshot.firmware_version = info.identity, info.firmware_version
     for field, call in (("status", device.get_status), ("bootstatus", device.get_bootstatus),
                         ("timeout", device.get_timeout), ("pretimeout", device.get_pretimeout),
