@@ -283,10 +283,38 @@ def test_invalid_values(capsys, sysroot, driver, args, err):
     assert driver.writes() == b"V"  # closed disarmed even though it failed
 
 
-def test_usage_errors_exit_2(capsys, sysroot):
-    assert run(capsys, "set-timeout", "0")[0] == 2
-    assert run(capsys, "set-timeout", "x")[0] == 2
-    assert run(capsys, "frobnicate")[0] == 2
+@pytest.mark.parametrize("args,line", [
+    (["set-timeout", "x"], "wdt: set-timeout: invalid value 'x': expected whole seconds, "
+                           "1..4294967"),
+    (["set-timeout", "0"], "wdt: set-timeout: invalid value '0': expected whole seconds, "
+                           "1..4294967"),
+    (["set-timeout", "-5"], "wdt: set-timeout: invalid value '-5': expected whole seconds, "
+                            "1..4294967"),
+    (["set-timeout", "4294968"], "wdt: set-timeout: invalid value '4294968': expected whole "
+                                 "seconds, 1..4294967"),
+    (["set-timeout", "1.5"], "wdt: set-timeout: invalid value '1.5': expected whole seconds, "
+                             "1..4294967"),
+    (["set-timeout", "\u0663"], "wdt: set-timeout: invalid value '\u0663': expected whole "
+                                "seconds, 1..4294967"),  # int() would take an Arabic 3
+    (["set-pretimeout", "-1"], "wdt: set-pretimeout: invalid value '-1': expected whole "
+                               "seconds, 0..4294967"),
+    (["set-pretimeout", "soon"], "wdt: set-pretimeout: invalid value 'soon': expected whole "
+                                 "seconds, 0..4294967"),
+    (["feed", "-F", "-T", "0"], "wdt: feed: invalid timeout -T '0': expected N (seconds) or "
+                                "Nms, 1 s..4294967 s"),
+    (["feed", "-F", "-t", "0ms"], "wdt: feed: invalid period -t '0ms': expected N (seconds) "
+                                  "or Nms, 1ms..4294967 s"),
+    (["set-timeout"], "wdt: set-timeout: Missing argument 'N' (try 'wdt set-timeout -h')"),
+    (["set-timeout", "5", "6"], "wdt: set-timeout: Got unexpected extra argument(s) (6) "
+                                "(try 'wdt set-timeout -h')"),
+    (["frobnicate"], "wdt: No such command 'frobnicate' (try 'wdt -h')"),
+    (["info", "--bogus"], "wdt: info: No such option: --bogus (try 'wdt info -h')"),
+])
+def test_usage_errors_are_one_line_exit_2_and_open_nothing(capsys, sysroot, driver, args, line):
+    make_sysfs(sysroot, SOFTDOG_6_1)
+    code, out, err = run(capsys, "-d", DEVICE, *args)
+    assert (code, out, err) == (2, "", line + "\n")
+    assert driver.calls == [] and driver.writes() == b""
 
 
 def test_set_pretimeout_reads_the_value_back(capsys, sysroot, driver):
@@ -391,16 +419,20 @@ def test_help_goes_to_typer(run_zip):
 
 # ---- feed, on the fake driver in a process of its own --------------------------------------
 
-@pytest.mark.parametrize("text,ms", [("5", 5000), ("500ms", 500), ("60", 60000)])
-def test_parse_ms(text, ms):
-    assert wdt_feed.parse_ms(text, "-T") == ms
+@pytest.mark.parametrize("text,minimum,ms", [("5", 1000, 5000), ("500ms", 1, 500),
+                                             ("60", 1000, 60000), ("1500ms", 1000, 1500),
+                                             ("4294967", 1000, 4294967000)])
+def test_parse_ms(text, minimum, ms):
+    assert wdt_feed.parse_ms(text, "-T", minimum) == ms
 
 
-@pytest.mark.parametrize("text", ["0", "x", "5s", "", "-1", "1.5"])
-def test_parse_ms_rejects(text):
+@pytest.mark.parametrize("text,minimum", [("0", 1), ("x", 1), ("5s", 1), ("", 1), ("-1", 1),
+                                          ("1.5", 1), ("ms", 1), ("\u0663", 1), ("500ms", 1000),
+                                          ("4294968", 1000), ("99999999999999ms", 1)])
+def test_parse_ms_rejects(text, minimum):
     with pytest.raises(AppletError) as caught:
-        wdt_feed.parse_ms(text, "-T")
-    assert caught.value.code == 2
+        wdt_feed.parse_ms(text, "-T", minimum)
+    assert caught.value.code == 2 and "\n" not in str(caught.value)
 
 
 FAKE_NODE = "/dev/watchdog-fake"  # only named: every open goes to the fake driver

@@ -55,15 +55,19 @@ for _name in wdt.QUERIES:
     _query_command(_name)
 
 
+# A negative N is a value to refuse with its range, not an unknown option "-1".
+NUMBER_ARGUMENT = {"ignore_unknown_options": True}
 FORCE = Option(False, "--force", help="open it even when it is stopped and nowayout is set "
                                       "(that arms it for good)")
 
 
-@app.command("set-timeout")
+@app.command("set-timeout", context_settings=NUMBER_ARGUMENT)
 def set_timeout(ctx: cli.typer.Context,
-                seconds: int = Argument(..., min=1, metavar="N", help="seconds"),
+                seconds_text: str = Argument(..., metavar="N", help="seconds, 1 or more"),
                 force: bool = FORCE):
     """Set the timeout (WDIOC_SETTIMEOUT); prints the value the driver took."""
+    seconds = wdt.parse_seconds(seconds_text, "set-timeout", 1)
+
     def body(device, snap):
         try:
             return device.set_timeout(seconds)
@@ -74,12 +78,14 @@ def set_timeout(ctx: cli.typer.Context,
     print(f"Timeout has been set to {took} second{'' if took == 1 else 's'}.")
 
 
-@app.command("set-pretimeout")
+@app.command("set-pretimeout", context_settings=NUMBER_ARGUMENT)
 def set_pretimeout(ctx: cli.typer.Context,
-                   seconds: int = Argument(..., min=0, metavar="N",
-                                           help="seconds before the timeout; 0 turns it off"),
+                   seconds_text: str = Argument(..., metavar="N",
+                                                help="seconds before the timeout; 0 turns it off"),
                    force: bool = FORCE):
     """Set the pretimeout (WDIOC_SETPRETIMEOUT): the governor acts N s before the reset."""
+    seconds = wdt.parse_seconds(seconds_text, "set-pretimeout", 0)
+
     def body(device, snap):
         try:
             device.set_pretimeout(seconds)

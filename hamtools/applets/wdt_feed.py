@@ -24,22 +24,23 @@ from hamtools.core.errors import EXIT_OK, EXIT_USAGE, AppletError, describe_oser
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
-def parse_ms(text: str, what: str) -> int:
-    """busybox's N[ms]: whole seconds, or milliseconds with the suffix."""
+def parse_ms(text: str, what: str, minimum_ms: int) -> int:
+    """busybox's N[ms] in milliseconds: whole seconds, or milliseconds with the suffix; from
+    minimum_ms up to the longest timeout the kernel takes, else a one-line usage error."""
     digits, scale = (text[:-2], 1) if text.endswith("ms") else (text, 1000)
-    if not digits.isdigit() or int(digits) == 0:
+    value = wdt.whole_number(digits)
+    if value is None or not minimum_ms <= value * scale <= watchdog.MAX_TIMEOUT * 1000:
+        low = f"{minimum_ms // 1000} s" if minimum_ms % 1000 == 0 else f"{minimum_ms}ms"
         raise AppletError(f"feed: invalid {what} '{text}': expected N (seconds) or Nms, "
-                          "more than 0", EXIT_USAGE)
-    return int(digits) * scale
+                          f"{low}..{watchdog.MAX_TIMEOUT} s", EXIT_USAGE)
+    return value * scale
 
 
 def feed(device: str | None, timeout_text: str, interval_text: str | None, foreground: bool,
          nowayout: bool, pidfile: str | None) -> int:
-    timeout_ms = parse_ms(timeout_text, "timeout -T")
-    if timeout_ms < 1000:
-        raise AppletError(f"feed: invalid timeout -T {timeout_text}: the kernel takes whole "
-                          "seconds, at least 1", EXIT_USAGE)
-    interval_ms = parse_ms(interval_text, "period -t") if interval_text else None
+    # The kernel takes whole seconds: a timeout under 1 s is no timeout at all.
+    timeout_ms = parse_ms(timeout_text, "timeout -T", 1000)
+    interval_ms = parse_ms(interval_text, "period -t", 1) if interval_text else None
     device = wdt.resolve_device(device)
     daemon = _Daemon() if not foreground else None
     try:

@@ -51,6 +51,10 @@ FLAGS = (
 SETOPTIONS = (("DISABLECARD", WDIOS_DISABLECARD), ("ENABLECARD", WDIOS_ENABLECARD),
               ("TEMPPANIC", WDIOS_TEMPPANIC))
 
+# The longest timeout (and pretimeout) the watchdog core accepts, in seconds: it keeps
+# milliseconds in an unsigned int (watchdog_timeout_invalid: t > UINT_MAX / 1000).
+MAX_TIMEOUT = 0xFFFFFFFF // 1000
+
 # Boot status bits that say the watchdog card reset the machine (the same set the kernel's
 # watchdog core reports as status when a driver has no status op).
 RESET_CAUSES = (WDIOF_CARDRESET | WDIOF_OVERHEAT | WDIOF_FANFAULT | WDIOF_EXTERN1 | WDIOF_EXTERN2
