@@ -3,6 +3,7 @@ no-typer fast path, paths that are no watchdog (a file, /dev/null, a FIFO: refus
 a byte written), and `feed` (busybox-compatible) on the fake driver in a process of its own
 (tests.wdt_fakes as a program). The real drivers are in test_wdt_vm.py."""
 
+import errno
 import json
 import os
 import signal
@@ -315,6 +316,28 @@ def test_usage_errors_are_one_line_exit_2_and_open_nothing(capsys, sysroot, driv
     code, out, err = run(capsys, "-d", DEVICE, *args)
     assert (code, out, err) == (2, "", line + "\n")
     assert driver.calls == [] and driver.writes() == b""
+
+
+@pytest.mark.parametrize("sysfs,options,failing,args,line", [
+    # softdog's identity from sysfs; a driver without WDIOF_SETTIMEOUT: the core's EOPNOTSUPP
+    (True, 0x8100, {}, ["set-timeout", "10"],
+     "wdt: set-timeout: not supported by Software Watchdog"),
+    # no sysfs: the identity is the driver's own answer to GETSUPPORT
+    (False, 0x8100, {}, ["set-timeout", "10"],
+     "wdt: set-timeout: not supported by Software Watchdog"),
+    (True, 0x8180, {"SETPRETIMEOUT": errno.EOPNOTSUPP}, ["set-pretimeout", "5"],
+     "wdt: set-pretimeout: not supported by Software Watchdog"),
+    # a legacy driver's own ioctl handler that knows no SETOPTIONS
+    (False, 0x8180, {"SETOPTIONS": errno.ENOTTY}, ["disable"],
+     "wdt: disable: not supported by Software Watchdog"),
+])
+def test_unsupported_requests_name_the_driver(capsys, sysroot, driver, sysfs, options, failing,
+                                              args, line):
+    if sysfs:
+        make_sysfs(sysroot, SOFTDOG_6_1)
+    driver.options, driver.failing = options, failing
+    assert run(capsys, "-d", DEVICE, *args) == (1, "", line + "\n")
+    assert driver.writes() == b"V"  # opened on a stopped watchdog: closed stopped again
 
 
 def test_set_pretimeout_reads_the_value_back(capsys, sysroot, driver):
