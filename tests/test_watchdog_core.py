@@ -306,9 +306,11 @@ def test_old_sysfs_opens_and_magic_closes_with_signals_blocked(tmp_path, driver)
 
 @pytest.mark.parametrize("attribute,value,reason", [
     ("nowayout", "1\n", "nowayout is set"), ("state", "active\n", "it is active"),
+    ("nowayout", None, "nowayout could not be read from sysfs"),  # open only if known to be 0
 ])
 def test_unsafe_device_is_not_opened(tmp_path, driver, attribute, value, reason):
-    make_sysfs(tmp_path, {**SOFTDOG_6_1, attribute: value})
+    attributes = {**SOFTDOG_6_1, attribute: value}
+    make_sysfs(tmp_path, {k: v for k, v in attributes.items() if v is not None})
     snap = watchdog_probe.probe(DEVICE, sys_root=str(tmp_path))
     assert not snap.opened and driver.calls == [] and driver.writes() == b""
     assert reason in snap.not_opened

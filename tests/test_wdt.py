@@ -340,6 +340,20 @@ def test_unsupported_requests_name_the_driver(capsys, sysroot, driver, sysfs, op
     assert driver.writes() == b"V"  # opened on a stopped watchdog: closed stopped again
 
 
+def test_info_without_a_readable_nowayout_does_not_open(capsys, sysroot, driver):
+    # The reference (wdctl): open only when nowayout is known to be 0.
+    make_sysfs(sysroot, {k: v for k, v in SOFTDOG_6_1.items() if k != "nowayout"})
+    code, out, err = run(capsys, "-d", DEVICE, "info")
+    assert code == 0 and driver.calls == [] and driver.writes() == b""
+    assert out.splitlines()[:3] == ["Device:        /dev/null", "Identity:      Software Watchdog",
+                                    "Timeout:       60 seconds"]
+    assert err == ("wdt: info: flags, firmware version unknown: sysfs lacks them and /dev/null "
+                   "was not opened: nowayout could not be read from sysfs, and if set, opening "
+                   "it would arm it for good\n")
+    assert json.loads(run(capsys, "-d", DEVICE, "info", "--json")[1])["not_opened"] == (
+        "nowayout could not be read from sysfs, and if set, opening it would arm it for good")
+
+
 def test_set_pretimeout_reads_the_value_back(capsys, sysroot, driver):
     make_sysfs(sysroot, SOFTDOG_6_1)
     assert run(capsys, "-d", DEVICE, "set-pretimeout", "5") == (
