@@ -18,8 +18,9 @@ app = cli.make_app(
     "Query, set, ping, magic-close and feed the Linux watchdog. The device is -d DEV, else "
     "/dev/watchdog0, else /dev/watchdog.",
     epilog="Queries read sysfs first and open the device only when that is safe (nowayout "
-    "off, watchdog stopped), ending with the magic close. Exit codes: 0 ok, 1 failed (or, "
-    "for bootstatus, the last reset was not the watchdog's), 2 usage, 3 no such device.",
+    "known to be off, watchdog stopped), ending with the magic close. Nothing is written to a "
+    "DEV that is not a watchdog. Exit codes: 0 ok, 1 failed (or, for bootstatus, the last "
+    "reset was not the watchdog's), 2 usage, 3 no such device.",
 )
 
 
