@@ -90,6 +90,8 @@ def test_flag_names_in_wdctl_order_with_unknown_bits():
 def test_every_call_uses_its_request_and_a_pointer(tmp_path):
     driver = FakeDriver(tmp_path, timeleft=42, bootstatus=0x20, round_timeout_to=2)
     device = driver.open(DEVICE)
+    assert driver.calls == ["GETSUPPORT"]  # asked at the open, before anything else
+    assert (device.info.identity, device.info.options) == ("Software Watchdog", 0x8180)
     info = device.get_support()
     assert (info.identity, info.options) == ("Software Watchdog", 0x8180)
     assert device.get_status() == 0x8000
@@ -104,16 +106,19 @@ def test_every_call_uses_its_request_and_a_pointer(tmp_path):
     with pytest.raises(OSError) as caught:
         device.get_temp()
     assert watchdog.is_unsupported(caught.value)
-    assert driver.calls == [wdt_fakes.GETSUPPORT, wdt_fakes.GETSTATUS, wdt_fakes.GETBOOTSTATUS,
-                            wdt_fakes.GETTIMEOUT, wdt_fakes.SETTIMEOUT, wdt_fakes.SETPRETIMEOUT,
-                            wdt_fakes.GETPRETIMEOUT, wdt_fakes.GETTIMELEFT, wdt_fakes.KEEPALIVE,
-                            wdt_fakes.SETOPTIONS, wdt_fakes.GETTEMP]
+    # Names, not hex numbers: every request watchdog.py sent is one the fake knows.
+    assert driver.calls == ["GETSUPPORT", "GETSUPPORT", "GETSTATUS", "GETBOOTSTATUS",
+                            "GETTIMEOUT", "SETTIMEOUT", "SETPRETIMEOUT", "GETPRETIMEOUT",
+                            "GETTIMELEFT", "KEEPALIVE", "SETOPTIONS", "GETTEMP"]
     device.close()
 
 
-@pytest.mark.skipif(ioc.NATIVE is not ioc.GENERIC, reason="the fake driver speaks x86-64 numbers")
-def test_native_requests_are_the_x86_numbers_here():
-    assert watchdog.WDIOC.SETTIMEOUT == wdt_fakes.SETTIMEOUT
+def test_the_fakes_numbers_are_the_references_for_this_machine():
+    # The fake computes its numbers with ioc for the running arch; check them against the
+    # reference's table, in the column of this machine's layout.
+    column = {ioc.GENERIC: 1, ioc.THREE_BIT_DIR: 2, ioc.PARISC: 3}[ioc.NATIVE]
+    for row in REFERENCE:
+        assert getattr(wdt_fakes, row[0]) == row[column] == getattr(watchdog.WDIOC, row[0])
 
 
 def test_ping_writes_a_byte_and_magic_close_writes_v_last(tmp_path):
@@ -132,14 +137,46 @@ def test_ping_writes_a_byte_and_magic_close_writes_v_last(tmp_path):
     assert driver.writes() == b"\0\0V"  # close() alone writes nothing
 
 
-def test_a_real_non_watchdog_answers_enotty():
-    device = watchdog.Watchdog.open(DEVICE)
-    try:
-        with pytest.raises(OSError) as caught:
-            device.get_support()
-    finally:
-        device.close()
-    assert caught.value.errno == errno.ENOTTY and watchdog.is_unsupported(caught.value)
+def test_a_character_device_without_getsupport_is_closed_unwritten(monkeypatch):
+    # /dev/null opens, and answers WDIOC_GETSUPPORT with ENOTTY as any non-watchdog does.
+    opened, closed, written = [], [], []
+    real_open, real_close = os.open, os.close
+    monkeypatch.setattr(os, "open", lambda *a: opened.append(real_open(*a)) or opened[-1])
+    monkeypatch.setattr(os, "close", lambda fd: closed.append(fd) or real_close(fd))
+    monkeypatch.setattr(os, "write", lambda fd, data: written.append(data))
+    with pytest.raises(watchdog.NotAWatchdog) as caught:
+        watchdog.Watchdog.open(DEVICE)
+    assert caught.value.errno == errno.ENOTTY and caught.value.filename == DEVICE
+    assert watchdog.describe_error(caught.value) == (
+        "not a watchdog device (it does not answer WDIOC_GETSUPPORT)")
+    assert len(opened) == 1 and closed == opened and written == []
+
+
+@pytest.mark.parametrize("kind", ["regular file", "directory", "FIFO"])
+def test_what_is_no_character_device_is_never_opened(tmp_path, monkeypatch, kind):
+    path = tmp_path / "node"
+    if kind == "regular file":
+        path.write_bytes(b"DATA")
+    elif kind == "directory":
+        path.mkdir()
+    else:
+        os.mkfifo(path)  # an open for writing would block here
+    opened = []
+    monkeypatch.setattr(os, "open", lambda *a: opened.append(a))
+    with pytest.raises(watchdog.NotAWatchdog) as caught:
+        watchdog.session(str(path), lambda device: pytest.fail("body ran"), disarm=True)
+    assert opened == [] and str(caught.value.strerror) == f"a {kind}"
+    if kind == "regular file":
+        assert path.read_bytes() == b"DATA"
+
+
+def test_a_driver_failing_getsupport_otherwise_keeps_its_errno(tmp_path):
+    driver = FakeDriver(tmp_path, failing={"GETSUPPORT": errno.ENODEV})  # unbound meanwhile
+    with pytest.raises(OSError) as caught:
+        driver.open(DEVICE)
+    assert caught.value.errno == errno.ENODEV and not isinstance(caught.value,
+                                                                 watchdog.NotAWatchdog)
+    assert driver.writes() == b""
 
 
 @pytest.mark.parametrize("number,identity,text", [
@@ -269,9 +306,11 @@ def test_old_sysfs_opens_and_magic_closes_with_signals_blocked(tmp_path, driver)
 
 @pytest.mark.parametrize("attribute,value,reason", [
     ("nowayout", "1\n", "nowayout is set"), ("state", "active\n", "it is active"),
+    ("nowayout", None, "nowayout could not be read from sysfs"),  # open only if known to be 0
 ])
 def test_unsafe_device_is_not_opened(tmp_path, driver, attribute, value, reason):
-    make_sysfs(tmp_path, {**SOFTDOG_6_1, attribute: value})
+    attributes = {**SOFTDOG_6_1, attribute: value}
+    make_sysfs(tmp_path, {k: v for k, v in attributes.items() if v is not None})
     snap = watchdog_probe.probe(DEVICE, sys_root=str(tmp_path))
     assert not snap.opened and driver.calls == [] and driver.writes() == b""
     assert reason in snap.not_opened

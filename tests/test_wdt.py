@@ -1,10 +1,13 @@
 """`wdt` against a fake sysfs tree and a fake driver: output, exit codes, error lines, the
-no-typer fast path, and `feed` (busybox-compatible) against a regular file standing in for
-the device. The real drivers are in test_wdt_vm.py."""
+no-typer fast path, paths that are no watchdog (a file, /dev/null, a FIFO: refused with not
+a byte written), and `feed` (busybox-compatible) on the fake driver in a process of its own
+(tests.wdt_fakes as a program). The real drivers are in test_wdt_vm.py."""
 
+import errno
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -159,15 +162,77 @@ def test_bootstatus(capsys, sysroot, bits, code, text):
     assert data["watchdog_reset"] is (code == 0) and data["bootstatus"] == int(bits)
 
 
-@pytest.mark.parametrize("args,message,code", [
-    (["-d", "/nonexistent/watchdog9", "info"], "info: /nonexistent/watchdog9: no such device", 3),
-    (["-d", DEVICE, "info"], "info: /dev/null: not a watchdog device", 1),
-    (["-d", DEVICE, "ping"], "ping: /dev/null: not a watchdog device", 1),
-    (["-d", DEVICE, "feed", "-F"], "feed: /dev/null: not a watchdog device", 1),
-])
-def test_error_lines(capsys, sysroot, args, message, code):
-    # /dev/null is real here: its ioctls answer ENOTTY, as a non-watchdog does.
-    assert run(capsys, *args) == (code, "", f"wdt: {message}\n")
+def test_no_such_device_exits_3(capsys, sysroot):
+    assert run(capsys, "-d", "/nonexistent/watchdog9", "info") == (
+        3, "", "wdt: info: /nonexistent/watchdog9: no such device\n")
+
+
+# Every command that opens the device, as the user types it.
+OPENING_COMMANDS = [["info"], ["timeleft"], ["bootstatus"], ["set-timeout", "10"],
+                    ["set-pretimeout", "0"], ["ping"], ["enable"], ["magic-close"],
+                    ["disable"], ["feed", "-F"]]
+
+
+@pytest.fixture
+def within_10_seconds():
+    """Fail a test that hangs (a `feed -F` feeding a non-watchdog would never return)."""
+    def expired(signum, frame):
+        pytest.fail("still running after 10 s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, 10)
+    yield
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.fixture
+def device_writes(monkeypatch):
+    """Every os.write, as (st_rdev of a character device or the path's inode, data)."""
+    seen = []
+    real_write = os.write
+
+    def write(fd, data):
+        st = os.fstat(fd)
+        seen.append((st.st_rdev if stat.S_ISCHR(st.st_mode) else None, st.st_ino, bytes(data)))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    return seen
+
+
+@pytest.mark.parametrize("command", OPENING_COMMANDS, ids=lambda c: c[0])
+def test_a_regular_file_is_refused_unwritten(capsys, sysroot, tmp_path, within_10_seconds,
+                                             command):
+    # The review's reproduction: `wdt -d FILE info` turned DATA into VATA.
+    target = tmp_path / "not-a-watchdog"
+    target.write_bytes(b"DATA")
+    before = target.stat()
+    assert run(capsys, "-d", str(target), *command) == (
+        1, "", f"wdt: {command[0]}: {target}: not a watchdog device (a regular file)\n")
+    assert target.read_bytes() == b"DATA" and target.stat().st_mtime_ns == before.st_mtime_ns
+
+
+@pytest.mark.parametrize("command", OPENING_COMMANDS, ids=lambda c: c[0])
+def test_a_character_device_that_is_no_watchdog_gets_no_byte(capsys, sysroot, device_writes,
+                                                              within_10_seconds, command):
+    # /dev/null is real here: it opens, and its ioctls answer ENOTTY as a non-watchdog's do.
+    null_rdev = os.stat(DEVICE).st_rdev
+    assert run(capsys, "-d", DEVICE, *command) == (
+        1, "", f"wdt: {command[0]}: {DEVICE}: not a watchdog device "
+               "(it does not answer WDIOC_GETSUPPORT)\n")
+    assert [w for w in device_writes if w[0] == null_rdev] == []
+
+
+def test_a_fifo_is_refused_before_the_open(tmp_path):
+    # Opening a FIFO for writing would wait for a reader forever: the type is checked first.
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    done = subprocess.run([sys.executable, "-m", "hamtools", "wdt", "-d", str(fifo), "ping"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=20,
+                          env={**os.environ, "HAMTOOLS_SYSFS": str(tmp_path / "sys")})
+    assert (done.returncode, done.stdout, done.stderr) == (
+        1, "", f"wdt: ping: {fifo}: not a watchdog device (a FIFO)\n")
 
 
 def test_ebusy_and_eacces_lines(capsys, sysroot, driver, monkeypatch):
@@ -219,10 +284,74 @@ def test_invalid_values(capsys, sysroot, driver, args, err):
     assert driver.writes() == b"V"  # closed disarmed even though it failed
 
 
-def test_usage_errors_exit_2(capsys, sysroot):
-    assert run(capsys, "set-timeout", "0")[0] == 2
-    assert run(capsys, "set-timeout", "x")[0] == 2
-    assert run(capsys, "frobnicate")[0] == 2
+@pytest.mark.parametrize("args,line", [
+    (["set-timeout", "x"], "wdt: set-timeout: invalid value 'x': expected whole seconds, "
+                           "1..4294967"),
+    (["set-timeout", "0"], "wdt: set-timeout: invalid value '0': expected whole seconds, "
+                           "1..4294967"),
+    (["set-timeout", "-5"], "wdt: set-timeout: invalid value '-5': expected whole seconds, "
+                            "1..4294967"),
+    (["set-timeout", "4294968"], "wdt: set-timeout: invalid value '4294968': expected whole "
+                                 "seconds, 1..4294967"),
+    (["set-timeout", "1.5"], "wdt: set-timeout: invalid value '1.5': expected whole seconds, "
+                             "1..4294967"),
+    (["set-timeout", "\u0663"], "wdt: set-timeout: invalid value '\u0663': expected whole "
+                                "seconds, 1..4294967"),  # int() would take an Arabic 3
+    (["set-pretimeout", "-1"], "wdt: set-pretimeout: invalid value '-1': expected whole "
+                               "seconds, 0..4294967"),
+    (["set-pretimeout", "soon"], "wdt: set-pretimeout: invalid value 'soon': expected whole "
+                                 "seconds, 0..4294967"),
+    (["feed", "-F", "-T", "0"], "wdt: feed: invalid timeout -T '0': expected N (seconds) or "
+                                "Nms, 1 s..4294967 s"),
+    (["feed", "-F", "-t", "0ms"], "wdt: feed: invalid period -t '0ms': expected N (seconds) "
+                                  "or Nms, 1ms..4294967 s"),
+    (["set-timeout"], "wdt: set-timeout: Missing argument 'N' (try 'wdt set-timeout -h')"),
+    (["set-timeout", "5", "6"], "wdt: set-timeout: Got unexpected extra argument(s) (6) "
+                                "(try 'wdt set-timeout -h')"),
+    (["frobnicate"], "wdt: No such command 'frobnicate' (try 'wdt -h')"),
+    (["info", "--bogus"], "wdt: info: No such option: --bogus (try 'wdt info -h')"),
+])
+def test_usage_errors_are_one_line_exit_2_and_open_nothing(capsys, sysroot, driver, args, line):
+    make_sysfs(sysroot, SOFTDOG_6_1)
+    code, out, err = run(capsys, "-d", DEVICE, *args)
+    assert (code, out, err) == (2, "", line + "\n")
+    assert driver.calls == [] and driver.writes() == b""
+
+
+@pytest.mark.parametrize("sysfs,options,failing,args,line", [
+    # softdog's identity from sysfs; a driver without WDIOF_SETTIMEOUT: the core's EOPNOTSUPP
+    (True, 0x8100, {}, ["set-timeout", "10"],
+     "wdt: set-timeout: not supported by Software Watchdog"),
+    # no sysfs: the identity is the driver's own answer to GETSUPPORT
+    (False, 0x8100, {}, ["set-timeout", "10"],
+     "wdt: set-timeout: not supported by Software Watchdog"),
+    (True, 0x8180, {"SETPRETIMEOUT": errno.EOPNOTSUPP}, ["set-pretimeout", "5"],
+     "wdt: set-pretimeout: not supported by Software Watchdog"),
+    # a legacy driver's own ioctl handler that knows no SETOPTIONS
+    (False, 0x8180, {"SETOPTIONS": errno.ENOTTY}, ["disable"],
+     "wdt: disable: not supported by Software Watchdog"),
+])
+def test_unsupported_requests_name_the_driver(capsys, sysroot, driver, sysfs, options, failing,
+                                              args, line):
+    if sysfs:
+        make_sysfs(sysroot, SOFTDOG_6_1)
+    driver.options, driver.failing = options, failing
+    assert run(capsys, "-d", DEVICE, *args) == (1, "", line + "\n")
+    assert driver.writes() == b"V"  # opened on a stopped watchdog: closed stopped again
+
+
+def test_info_without_a_readable_nowayout_does_not_open(capsys, sysroot, driver):
+    # The reference (wdctl): open only when nowayout is known to be 0.
+    make_sysfs(sysroot, {k: v for k, v in SOFTDOG_6_1.items() if k != "nowayout"})
+    code, out, err = run(capsys, "-d", DEVICE, "info")
+    assert code == 0 and driver.calls == [] and driver.writes() == b""
+    assert out.splitlines()[:3] == ["Device:        /dev/null", "Identity:      Software Watchdog",
+                                    "Timeout:       60 seconds"]
+    assert err == ("wdt: info: flags, firmware version unknown: sysfs lacks them and /dev/null "
+                   "was not opened: nowayout could not be read from sysfs, and if set, opening "
+                   "it would arm it for good\n")
+    assert json.loads(run(capsys, "-d", DEVICE, "info", "--json")[1])["not_opened"] == (
+        "nowayout could not be read from sysfs, and if set, opening it would arm it for good")
 
 
 def test_set_pretimeout_reads_the_value_back(capsys, sysroot, driver):
@@ -325,23 +454,32 @@ def test_help_goes_to_typer(run_zip):
     assert all(opt in feed.stdout for opt in ("-T N[ms]", "-t N[ms]", "-F", "--nowayout"))
 
 
-# ---- feed, with a regular file as the device --------------------------------------------------
+# ---- feed, on the fake driver in a process of its own --------------------------------------
 
-@pytest.mark.parametrize("text,ms", [("5", 5000), ("500ms", 500), ("60", 60000)])
-def test_parse_ms(text, ms):
-    assert wdt_feed.parse_ms(text, "-T") == ms
+@pytest.mark.parametrize("text,minimum,ms", [("5", 1000, 5000), ("500ms", 1, 500),
+                                             ("60", 1000, 60000), ("1500ms", 1000, 1500),
+                                             ("4294967", 1000, 4294967000)])
+def test_parse_ms(text, minimum, ms):
+    assert wdt_feed.parse_ms(text, "-T", minimum) == ms
 
 
-@pytest.mark.parametrize("text", ["0", "x", "5s", "", "-1", "1.5"])
-def test_parse_ms_rejects(text):
+@pytest.mark.parametrize("text,minimum", [("0", 1), ("x", 1), ("5s", 1), ("", 1), ("-1", 1),
+                                          ("1.5", 1), ("ms", 1), ("\u0663", 1), ("500ms", 1000),
+                                          ("4294968", 1000), ("99999999999999ms", 1)])
+def test_parse_ms_rejects(text, minimum):
     with pytest.raises(AppletError) as caught:
-        wdt_feed.parse_ms(text, "-T")
-    assert caught.value.code == 2
+        wdt_feed.parse_ms(text, "-T", minimum)
+    assert caught.value.code == 2 and "\n" not in str(caught.value)
 
 
-def feeder(hamtools_zip, *args):
-    return subprocess.Popen([sys.executable, "-I", str(hamtools_zip), "wdt", "feed", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+FAKE_NODE = "/dev/watchdog-fake"  # only named: every open goes to the fake driver
+
+
+def feeder(writes, *args):
+    """`wdt feed ARGS` whose watchdog is tests.wdt_fakes' driver; its writes land in WRITES."""
+    return subprocess.Popen([sys.executable, "-m", "tests.wdt_fakes", str(writes), "wdt", "feed",
+                             *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
 
 
 def wait_for(predicate, timeout=10):
@@ -352,53 +490,43 @@ def wait_for(predicate, timeout=10):
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
-def test_feed_foreground_pings_then_magic_closes_on_signal(hamtools_zip, tmp_path, stop):
-    device = tmp_path / "watchdog"
-    device.write_bytes(b"")
-    proc = feeder(hamtools_zip, "-F", "-T", "3", "-t", "50ms", str(device))
-    wait_for(lambda: device.stat().st_size >= 3)  # fed again and again
+def test_feed_foreground_pings_then_magic_closes_on_signal(tmp_path, stop):
+    writes = tmp_path / "device-writes"
+    proc = feeder(writes, "-F", "-T", "3", "-t", "50ms", FAKE_NODE)
+    wait_for(lambda: writes.exists() and writes.stat().st_size >= 3)  # fed again and again
     proc.send_signal(stop)
-    _, err = proc.communicate(timeout=10)
-    assert proc.returncode == 0
-    written = device.read_bytes()
+    out, err = proc.communicate(timeout=10)
+    assert (proc.returncode, out, err) == (0, "", "")
+    written = writes.read_bytes()
     assert written.endswith(b"V") and set(written[:-1]) == {0}
-    # A regular file has no ioctls: busybox-like, that is a warning, not a failure.
-    assert err == f"wdt: feed: set timeout 3 on {device}: not supported by this driver\n"
 
 
-def test_feed_nowayout_closes_without_v(hamtools_zip, tmp_path):
-    device = tmp_path / "watchdog"
-    device.write_bytes(b"")
-    proc = feeder(hamtools_zip, "-F", "--nowayout", "-t", "50ms", str(device))
-    wait_for(lambda: device.stat().st_size >= 2)
+def test_feed_nowayout_closes_without_v(tmp_path):
+    writes = tmp_path / "device-writes"
+    proc = feeder(writes, "-F", "--nowayout", "-t", "50ms", FAKE_NODE)
+    wait_for(lambda: writes.exists() and writes.stat().st_size >= 2)
     proc.terminate()
     proc.communicate(timeout=10)
-    assert proc.returncode == 0 and set(device.read_bytes()) == {0}
+    assert proc.returncode == 0 and set(writes.read_bytes()) == {0}
 
 
-def test_feed_daemonizes_and_reports_ready(hamtools_zip, tmp_path):
-    device, pidfile = tmp_path / "watchdog", tmp_path / "feed.pid"
-    device.write_bytes(b"")
-    proc = feeder(hamtools_zip, "-T", "2", "-t", "50ms", "-p", str(pidfile), str(device))
+def test_feed_daemonizes_and_reports_ready(tmp_path):
+    writes, pidfile = tmp_path / "device-writes", tmp_path / "feed.pid"
+    proc = feeder(writes, "-T", "2", "-t", "50ms", "-p", str(pidfile), FAKE_NODE)
     assert proc.wait(timeout=10) == 0  # returns once the daemon has the device
     pid = int(pidfile.read_text())
     assert pid != proc.pid and os.getsid(pid) not in (os.getsid(0), pid)  # detached, no leader
-    wait_for(lambda: device.stat().st_size >= 2)
+    wait_for(lambda: writes.stat().st_size >= 2)
     os.kill(pid, signal.SIGTERM)
     wait_for(lambda: not pidfile.exists())
-    assert device.read_bytes().endswith(b"\0V")
+    assert writes.read_bytes().endswith(b"\0V")
 
 
 def test_feed_daemon_errors_reach_the_caller(hamtools_zip, tmp_path):
-    proc = feeder(hamtools_zip, "-T", "2", str(tmp_path / "missing"))
-    _, err = proc.communicate(timeout=10)
-    assert proc.returncode == 3
-    assert err == f"wdt: feed: {tmp_path}/missing: no such device\n"
-
-
-def test_feed_usage_errors(hamtools_zip, tmp_path):
-    proc = feeder(hamtools_zip, "-F", "-T", "500ms", str(tmp_path))
-    _, err = proc.communicate(timeout=10)
-    assert proc.returncode == 2
-    assert err == ("wdt: feed: invalid timeout -T 500ms: the kernel takes whole seconds, "
-                   "at least 1\n")
+    for path, code, why in ((tmp_path / "missing", 3, "no such device"),
+                            (tmp_path, 1, "not a watchdog device (a directory)")):
+        proc = subprocess.Popen([sys.executable, "-I", str(hamtools_zip), "wdt", "feed", "-T",
+                                 "2", str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        _, err = proc.communicate(timeout=10)
+        assert (proc.returncode, err) == (code, f"wdt: feed: {path}: {why}\n")

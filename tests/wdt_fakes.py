@@ -3,14 +3,20 @@
 The sysfs tree uses the kernel's exact formats (drivers/watchdog/watchdog_dev.c, reference
 §2.1). The device node is /dev/null (char 1:3): /sys/dev/char/1:3 in the fake tree points at
 the fake watchdog's directory, as /sys/dev/char/MAJ:MIN does on a real system.
+
+    python -m tests.wdt_fakes WRITES [ARGS...]
+
+runs `hamtools ARGS...` with every watchdog open going to a FakeDriver whose writes land in
+the file WRITES: for the tests that need a process of its own (feed's signals, its daemon).
 """
 
 import errno
 import os
 import struct
+import sys
 from pathlib import Path
 
-from hamtools.core import watchdog
+from hamtools.core import ioc, watchdog
 
 DEVICE = "/dev/null"
 DEVICE_NUMBER = "%d:%d" % (os.major(os.stat(DEVICE).st_rdev), os.minor(os.stat(DEVICE).st_rdev))
@@ -39,10 +45,21 @@ def make_sysfs(root: Path, attributes: dict, name: str = "watchdog0",
     return directory
 
 
-# The x86-64 request numbers, straight from the reference's table (not computed).
-GETSUPPORT, GETSTATUS, GETBOOTSTATUS, GETTEMP = 0x80285700, 0x80045701, 0x80045702, 0x80045703
-SETOPTIONS, KEEPALIVE, SETTIMEOUT, GETTIMEOUT = 0x80045704, 0x80045705, 0xC0045706, 0x80045707
-SETPRETIMEOUT, GETPRETIMEOUT, GETTIMELEFT = 0xC0045708, 0x80045709, 0x8004570A
+# The request numbers for this machine's ioctl layout, from the kernel header's own macros
+# (_IOR/_IOWR, 40-byte struct watchdog_info, int arguments) written out again here with the
+# ioc module, not taken from watchdog.WDIOC: so a wrong number in watchdog.py shows up.
+_INFO_SIZE, _INT_SIZE = 40, 4
+GETSUPPORT = ioc.ior("W", 0, _INFO_SIZE)
+GETSTATUS, GETBOOTSTATUS, GETTEMP = (ioc.ior("W", nr, _INT_SIZE) for nr in (1, 2, 3))
+SETOPTIONS, KEEPALIVE = ioc.ior("W", 4, _INT_SIZE), ioc.ior("W", 5, _INT_SIZE)  # sic: _IOR
+SETTIMEOUT, GETTIMEOUT = ioc.iowr("W", 6, _INT_SIZE), ioc.ior("W", 7, _INT_SIZE)
+SETPRETIMEOUT, GETPRETIMEOUT = ioc.iowr("W", 8, _INT_SIZE), ioc.ior("W", 9, _INT_SIZE)
+GETTIMELEFT = ioc.ior("W", 10, _INT_SIZE)
+REQUEST_NAMES = {GETSUPPORT: "GETSUPPORT", GETSTATUS: "GETSTATUS",
+                 GETBOOTSTATUS: "GETBOOTSTATUS", GETTEMP: "GETTEMP", SETOPTIONS: "SETOPTIONS",
+                 KEEPALIVE: "KEEPALIVE", SETTIMEOUT: "SETTIMEOUT", GETTIMEOUT: "GETTIMEOUT",
+                 SETPRETIMEOUT: "SETPRETIMEOUT", GETPRETIMEOUT: "GETPRETIMEOUT",
+                 GETTIMELEFT: "GETTIMELEFT"}
 
 
 class FakeDriver:
@@ -50,16 +67,18 @@ class FakeDriver:
 
     Mirrors drivers/watchdog/watchdog_dev.c: SETTIMEOUT writes back what the driver took,
     SETPRETIMEOUT does not, KEEPALIVE needs WDIOF_KEEPALIVEPING, a missing feature is
-    EOPNOTSUPP, an unknown request ENOTTY.
+    EOPNOTSUPP, an unknown request ENOTTY. failing={"SETOPTIONS": errno.ENOTTY} makes a
+    request fail as a driver without it does. `calls` are the request names, in order.
     """
 
     def __init__(self, tmp: Path, identity=b"Software Watchdog", options=0x8180, timeout=60,
-                 timeleft=None, bootstatus=0, round_timeout_to=1, nowayout=False, busy=False):
-        self.written = tmp / "device-writes"
+                 timeleft=None, bootstatus=0, round_timeout_to=1, nowayout=False, busy=False,
+                 failing=None, writes_to: Path | None = None):
+        self.written = writes_to or tmp / "device-writes"
         self.written.write_bytes(b"")
         self.identity, self.options, self.timeout = identity, options, timeout
         self.timeleft, self.bootstatus, self.round_to = timeleft, bootstatus, round_timeout_to
-        self.nowayout, self.busy = nowayout, busy
+        self.nowayout, self.busy, self.failing = nowayout, busy, dict(failing or {})
         self.pretimeout, self.status, self.calls = 0, 0x8000, []
 
     def open(self, path: str) -> watchdog.Watchdog:
@@ -70,10 +89,13 @@ class FakeDriver:
 
     def ioctl(self, fd, request, buf, mutate):
         assert isinstance(buf, bytearray) and mutate, "arguments go through a pointer"
-        self.calls.append(request)
-        sizes = {GETSUPPORT: 40}
-        assert len(buf) == sizes.get(request, 4), hex(request)
-        value = struct.unpack("=i", buf)[0] if len(buf) == 4 else None
+        name = REQUEST_NAMES.get(request, hex(request))
+        self.calls.append(name)
+        sizes = {GETSUPPORT: _INFO_SIZE}
+        assert len(buf) == sizes.get(request, _INT_SIZE), name
+        value = struct.unpack("=i", buf)[0] if len(buf) == _INT_SIZE else None
+        if name in self.failing:
+            raise _err(self.failing[name])
         answer = self._answer(request, value)
         if request == GETSUPPORT:
             buf[:] = struct.pack("=II32s", *answer)
@@ -124,3 +146,16 @@ class FakeDriver:
 
 def _err(number: int) -> OSError:
     return OSError(number, os.strerror(number))
+
+
+def install(driver: FakeDriver) -> None:
+    """Every Watchdog.open from now on opens the fake driver instead."""
+    watchdog.Watchdog.open = classmethod(lambda cls, path: driver.open(path))
+
+
+if __name__ == "__main__":
+    from hamtools import multicall
+
+    writes = Path(sys.argv[1])
+    install(FakeDriver(writes.parent, writes_to=writes))
+    sys.exit(multicall.main(["hamtools", *sys.argv[2:]]))

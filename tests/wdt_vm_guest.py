@@ -21,6 +21,7 @@ WDT = ["/usr/bin/python3", "-I", ZIPAPP, "wdt"]
 DEVICE = "/dev/watchdog0"
 SYSFS = "/sys/class/watchdog/watchdog0"
 STEPS = []
+KILL_TIMEOUT = 3  # the feeder's -T when it is SIGKILLed (test_wdt_vm.py checks the delay)
 
 
 def attribute(name):
@@ -142,10 +143,18 @@ def nowayout_flag():
 
 
 def starve_by_sigkill(timeout):
-    """Kill the feeder with SIGKILL (no magic close): the watchdog must reset the VM."""
+    """Kill the feeder with SIGKILL (no magic close): the watchdog must reset the VM.
+
+    The kernel's release of the dead feeder's descriptor pings once ("watchdog did not
+    stop!"), so the countdown starts at the kill. The file feeder-killed in the share is
+    written right after it: its mtime is the host's clock, the one QEMU stamps QMP events
+    with, so the host can tell how long after the kill the reset came.
+    """
     proc = feeder("-F", "-T", str(timeout), DEVICE)
     wait_state("active")
     proc.kill()
+    with open(os.path.join(os.environ["VM_SHARE"], "feeder-killed"), "w") as f:
+        f.write(f"{uptime()}\n")
     proc.wait()
     note("feeder_killed", timeout=attribute("timeout"))
     time.sleep(120)
@@ -190,8 +199,7 @@ def main():
     if SCENARIO == "full":
         daemon_feeding()
         nowayout_flag()
-    if SCENARIO == "kill":
-        starve_by_sigkill(timeout=5)
+    starve_by_sigkill(timeout=KILL_TIMEOUT)
 
 
 if __name__ == "__main__":

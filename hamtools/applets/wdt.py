@@ -8,12 +8,11 @@ wdt_commands, which accepts the same query forms too.
 HAMTOOLS_SYSFS (default /sys) points every sysfs read elsewhere: a fake tree for tests.
 """
 
-import errno
 import os
 import sys
 
 from hamtools.core import watchdog, watchdog_probe, watchdog_sysfs
-from hamtools.core.errors import EXIT_FALSE, EXIT_NOT_RUNNING, EXIT_OK, AppletError
+from hamtools.core.errors import EXIT_FALSE, EXIT_NOT_RUNNING, EXIT_OK, EXIT_USAGE, AppletError
 
 QUERIES = ("info", "list", "timeleft", "bootstatus")
 
@@ -71,9 +70,23 @@ def resolve_device(device: str | None) -> str:
 
 def open_error(what: str, device: str, err: OSError) -> AppletError:
     code = EXIT_NOT_RUNNING if isinstance(err, FileNotFoundError) else EXIT_FALSE
-    # Every watchdog answers WDIOC_GETSUPPORT: ENOTTY means something else entirely.
-    why = "not a watchdog device" if err.errno == errno.ENOTTY else watchdog.describe_error(err)
-    return AppletError(f"{what}: {device}: {why}", code)
+    return AppletError(f"{what}: {device}: {watchdog.describe_error(err)}", code)
+
+
+def whole_number(text: str) -> int | None:
+    """text as a non-negative int if it is ASCII digits only (int() also takes "+5", " 5",
+    "5_0" and other scripts' digits), else None."""
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
+def parse_seconds(text: str, what: str, minimum: int) -> int:
+    """A command's N: whole seconds from minimum up to what the kernel takes, else the
+    one-line usage error that names the range (nothing has been opened yet)."""
+    value = whole_number(text)
+    if value is None or not minimum <= value <= watchdog.MAX_TIMEOUT:
+        raise AppletError(f"{what}: invalid value '{text}': expected whole seconds, "
+                          f"{minimum}..{watchdog.MAX_TIMEOUT}", EXIT_USAGE)
+    return value
 
 
 def probe(what: str, device: str | None, wanted) -> watchdog_probe.Snapshot:

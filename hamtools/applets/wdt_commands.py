@@ -18,8 +18,9 @@ app = cli.make_app(
     "Query, set, ping, magic-close and feed the Linux watchdog. The device is -d DEV, else "
     "/dev/watchdog0, else /dev/watchdog.",
     epilog="Queries read sysfs first and open the device only when that is safe (nowayout "
-    "off, watchdog stopped), ending with the magic close. Exit codes: 0 ok, 1 failed (or, "
-    "for bootstatus, the last reset was not the watchdog's), 2 usage, 3 no such device.",
+    "known to be off, watchdog stopped), ending with the magic close. Nothing is written to a "
+    "DEV that is not a watchdog. Exit codes: 0 ok, 1 failed (or, for bootstatus, the last "
+    "reset was not the watchdog's), 2 usage, 3 no such device.",
 )
 
 
@@ -55,15 +56,19 @@ for _name in wdt.QUERIES:
     _query_command(_name)
 
 
+# A negative N is a value to refuse with its range, not an unknown option "-1".
+NUMBER_ARGUMENT = {"ignore_unknown_options": True}
 FORCE = Option(False, "--force", help="open it even when it is stopped and nowayout is set "
                                       "(that arms it for good)")
 
 
-@app.command("set-timeout")
+@app.command("set-timeout", context_settings=NUMBER_ARGUMENT)
 def set_timeout(ctx: cli.typer.Context,
-                seconds: int = Argument(..., min=1, metavar="N", help="seconds"),
+                seconds_text: str = Argument(..., metavar="N", help="seconds, 1 or more"),
                 force: bool = FORCE):
     """Set the timeout (WDIOC_SETTIMEOUT); prints the value the driver took."""
+    seconds = wdt.parse_seconds(seconds_text, "set-timeout", 1)
+
     def body(device, snap):
         try:
             return device.set_timeout(seconds)
@@ -74,12 +79,14 @@ def set_timeout(ctx: cli.typer.Context,
     print(f"Timeout has been set to {took} second{'' if took == 1 else 's'}.")
 
 
-@app.command("set-pretimeout")
+@app.command("set-pretimeout", context_settings=NUMBER_ARGUMENT)
 def set_pretimeout(ctx: cli.typer.Context,
-                   seconds: int = Argument(..., min=0, metavar="N",
-                                           help="seconds before the timeout; 0 turns it off"),
+                   seconds_text: str = Argument(..., metavar="N",
+                                                help="seconds before the timeout; 0 turns it off"),
                    force: bool = FORCE):
     """Set the pretimeout (WDIOC_SETPRETIMEOUT): the governor acts N s before the reset."""
+    seconds = wdt.parse_seconds(seconds_text, "set-pretimeout", 0)
+
     def body(device, snap):
         try:
             device.set_pretimeout(seconds)
@@ -188,19 +195,10 @@ def _change(what: str, device: str | None, body, *, force: bool = False, arm: bo
         raise AppletError(f"{what}: {snap.device} is stopped and nowayout is set: opening it "
                           "would arm it for good (add --force to do it anyway)")
     try:
-        return watchdog.session(snap.device, lambda opened: body(_checked(what, opened), snap),
+        return watchdog.session(snap.device, lambda opened: body(opened, snap),
                                 disarm=not (arm or was_active))
     except OSError as err:  # from the open: body turns its own errors into AppletError
         raise wdt.open_error(what, snap.device, err) from None
-
-
-def _checked(what: str, device: watchdog.Watchdog) -> watchdog.Watchdog:
-    """The device, once it answered WDIOC_GETSUPPORT: never write to a disk or a tty."""
-    try:
-        device.get_support()
-    except OSError as err:
-        raise wdt.open_error(what, device.path, err) from None
-    return device
 
 
 def _stop(what: str, device: str | None, body) -> None:
@@ -209,8 +207,7 @@ def _stop(what: str, device: str | None, body) -> None:
         print(f"{snap.device}: already inactive")
         return
     try:
-        watchdog.session(snap.device, lambda opened: body(_checked(what, opened), snap),
-                         disarm=True)
+        watchdog.session(snap.device, lambda opened: body(opened, snap), disarm=True)
     except OSError as err:
         raise wdt.open_error(what, snap.device, err) from None
     if snap.sysfs_dir is None:
@@ -223,11 +220,10 @@ def _stop(what: str, device: str | None, body) -> None:
 
 
 def _armed_message(device: watchdog.Watchdog, snap, done: str) -> str:
-    info = _try(device.get_support)
     timeout = snap.timeout if snap.timeout is not None else _try(device.get_timeout)
-    if info is not None and not info.options & watchdog.WDIOF_MAGICCLOSE:
+    if not device.info.options & watchdog.WDIOF_MAGICCLOSE:
         return (f"{snap.device}: {done}, but closing it stops it again "
-                f"({info.identity} has no magic close; use `wdt feed`)")
+                f"({device.info.identity} has no magic close; use `wdt feed`)")
     when = f"{timeout} s from now" if timeout else "at its timeout"
     return f"{snap.device}: {done}; it stays armed and resets the machine {when} unless fed"
 
@@ -240,7 +236,7 @@ def _timeout_range(snap) -> str | None:
 
 def _ioctl_error(what: str, device: watchdog.Watchdog, snap, err: OSError, value=None,
                  why_invalid: str | None = None) -> AppletError:
-    identity = snap.identity or getattr(_try(device.get_support), "identity", None)
+    identity = snap.identity or device.info.identity
     if err.errno == errno.EINVAL and value is not None:
         detail = f": {why_invalid}" if why_invalid else ""
         return AppletError(f"{what} {value}: invalid value for {identity or snap.device}{detail}")

@@ -6,14 +6,14 @@ As busybox: -T timeout (default 60 s), -t keepalive period (default half the tim
 "ms" suffix for milliseconds; fork into the background *before* opening the device unless
 -F; WDIOS_ENABLECARD then WDIOC_SETTIMEOUT, failures only warned about; one NUL byte per
 period. Unlike busybox, the command that daemonizes waits until the daemon has the device
-set up, so an error (EBUSY, ENOENT...) still reaches the caller and its exit status.
+set up, so an error (EBUSY, ENOENT...) still reaches the caller and its exit status, and
+a path that is no watchdog (a file, a disk, /dev/null) is refused without a byte written.
 SIGTERM/SIGINT/SIGHUP stop it with the magic close; with --nowayout it closes without the
 'V', so the watchdog stays armed and resets the machine unless someone else feeds it.
 """
 
 import os
 import signal
-import stat
 import sys
 import time
 
@@ -24,22 +24,23 @@ from hamtools.core.errors import EXIT_OK, EXIT_USAGE, AppletError, describe_oser
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
-def parse_ms(text: str, what: str) -> int:
-    """busybox's N[ms]: whole seconds, or milliseconds with the suffix."""
+def parse_ms(text: str, what: str, minimum_ms: int) -> int:
+    """busybox's N[ms] in milliseconds: whole seconds, or milliseconds with the suffix; from
+    minimum_ms up to the longest timeout the kernel takes, else a one-line usage error."""
     digits, scale = (text[:-2], 1) if text.endswith("ms") else (text, 1000)
-    if not digits.isdigit() or int(digits) == 0:
+    value = wdt.whole_number(digits)
+    if value is None or not minimum_ms <= value * scale <= watchdog.MAX_TIMEOUT * 1000:
+        low = f"{minimum_ms // 1000} s" if minimum_ms % 1000 == 0 else f"{minimum_ms}ms"
         raise AppletError(f"feed: invalid {what} '{text}': expected N (seconds) or Nms, "
-                          "more than 0", EXIT_USAGE)
-    return int(digits) * scale
+                          f"{low}..{watchdog.MAX_TIMEOUT} s", EXIT_USAGE)
+    return value * scale
 
 
 def feed(device: str | None, timeout_text: str, interval_text: str | None, foreground: bool,
          nowayout: bool, pidfile: str | None) -> int:
-    timeout_ms = parse_ms(timeout_text, "timeout -T")
-    if timeout_ms < 1000:
-        raise AppletError(f"feed: invalid timeout -T {timeout_text}: the kernel takes whole "
-                          "seconds, at least 1", EXIT_USAGE)
-    interval_ms = parse_ms(interval_text, "period -t") if interval_text else None
+    # The kernel takes whole seconds: a timeout under 1 s is no timeout at all.
+    timeout_ms = parse_ms(timeout_text, "timeout -T", 1000)
+    interval_ms = parse_ms(interval_text, "period -t", 1) if interval_text else None
     device = wdt.resolve_device(device)
     daemon = _Daemon() if not foreground else None
     try:
@@ -73,8 +74,7 @@ def _setup(device: str, timeout_ms: int, interval_ms: int | None, pidfile: str |
 
 def _open_and_start(device: str, timeout_ms: int, interval_ms: int | None, pidfile: str | None):
     try:
-        opened = watchdog.Watchdog.open(device)
-        _refuse_other_devices(opened)
+        opened = watchdog.Watchdog.open(device)  # refuses, unwritten, what is no watchdog
     except OSError as err:
         raise wdt.open_error("feed", device, err) from None
     timeout = _start(opened, timeout_ms // 1000)
@@ -90,19 +90,6 @@ def _open_and_start(device: str, timeout_ms: int, interval_ms: int | None, pidfi
             opened.magic_close()
             raise AppletError(f"feed: pidfile {pidfile}: {describe_oserror(err)}") from None
     return opened, period
-
-
-def _refuse_other_devices(opened: watchdog.Watchdog) -> None:
-    """A device node that does not answer WDIOC_GETSUPPORT (a disk, a tty) is not written to.
-
-    A plain file or FIFO is fed all the same (a dry run: the bytes can be watched).
-    """
-    if stat.S_ISCHR(os.fstat(opened.fd).st_mode) or stat.S_ISBLK(os.fstat(opened.fd).st_mode):
-        try:
-            opened.get_support()
-        except OSError:
-            opened.close()
-            raise
 
 
 def _start(opened: watchdog.Watchdog, seconds: int) -> int | None:

@@ -7,6 +7,7 @@ Opening a watchdog starts it; see Watchdog for what closing does.
 import errno
 import fcntl
 import os
+import stat
 import struct
 
 from hamtools.core import ioc
@@ -49,6 +50,10 @@ FLAGS = (
 )
 SETOPTIONS = (("DISABLECARD", WDIOS_DISABLECARD), ("ENABLECARD", WDIOS_ENABLECARD),
               ("TEMPPANIC", WDIOS_TEMPPANIC))
+
+# The longest timeout (and pretimeout) the watchdog core accepts, in seconds: it keeps
+# milliseconds in an unsigned int (watchdog_timeout_invalid: t > UINT_MAX / 1000).
+MAX_TIMEOUT = 0xFFFFFFFF // 1000
 
 # Boot status bits that say the watchdog card reset the machine (the same set the kernel's
 # watchdog core reports as status when a driver has no status op).
@@ -110,8 +115,32 @@ class Requests:
 WDIOC = Requests(ioc.NATIVE)
 
 
+class NotAWatchdog(OSError):
+    """The path is not a watchdog device. Nothing was written to it (it may not even have
+    been opened): a disk or a file must never get the magic 'V' or a ping byte."""
+
+    def __init__(self, path: str, why: str):
+        super().__init__(errno.ENOTTY, why, path)
+
+
+_FILE_TYPES = ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a directory"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"),
+               (stat.S_ISSOCK, "a socket"))
+
+
+def _refuse_non_character(path: str, mode: int) -> None:
+    """Every watchdog node is a character device: anything else is refused unwritten."""
+    if not stat.S_ISCHR(mode):
+        kind = next((name for test, name in _FILE_TYPES if test(mode)), "not a character device")
+        raise NotAWatchdog(path, kind)
+
+
 class Watchdog:
-    """An open watchdog device (opening it started it).
+    """An open watchdog device (opening it started it), proven to be one.
+
+    Every instance has answered WDIOC_GETSUPPORT (its answer is `info`) before anything is
+    written to it: the constructor asks, and on failure closes the descriptor untouched and
+    raises NotAWatchdog. So ping() and magic_close() only ever write to a watchdog.
 
     close() leaves a driver with magic close running (the kernel logs "watchdog did not
     stop!") and stops one without it; magic_close() writes 'V' first, which stops it unless
@@ -120,10 +149,30 @@ class Watchdog:
 
     def __init__(self, fd: int, path: str, ioctl=fcntl.ioctl):
         self.fd, self.path, self._ioctl = fd, path, ioctl
+        try:
+            self.info = self.get_support()
+        except OSError as err:
+            self.close()  # without a byte written: it is no (working) watchdog
+            if is_unsupported(err) or err.errno == errno.EINVAL:
+                raise NotAWatchdog(path, "it does not answer WDIOC_GETSUPPORT") from None
+            raise
 
     @classmethod
     def open(cls, path: str) -> "Watchdog":
-        return cls(os.open(path, os.O_WRONLY | os.O_CLOEXEC), path)
+        """Open and prove a watchdog node. OSError from stat/open; NotAWatchdog if it is none.
+
+        The type is checked before the open (a disk is never opened for writing, a FIFO
+        would block the open) and again on the descriptor, in case the path was swapped in
+        between; O_NOCTTY keeps a tty from becoming our controlling terminal.
+        """
+        _refuse_non_character(path, os.stat(path).st_mode)
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOCTTY)
+        try:
+            _refuse_non_character(path, os.fstat(fd).st_mode)
+        except NotAWatchdog:
+            os.close(fd)
+            raise
+        return cls(fd, path)
 
     def _get_int(self, request: int) -> int:
         # Every int argument goes through a pointer (get_user/put_user), never by value.
@@ -197,7 +246,8 @@ def session(path: str, body, *, disarm: bool):
 
     Every signal stays blocked from before the open to after the close, so no Ctrl-C or kill
     can come between them and leave the watchdog armed by accident. OSError from the open
-    propagates; body's exceptions propagate after the close.
+    (NotAWatchdog included: then nothing was written) propagates; body's exceptions propagate
+    after the close.
     """
     # Imported here: the signal module costs an enum import that sysfs-only paths never need.
     import signal
@@ -223,6 +273,8 @@ def is_unsupported(err: OSError) -> bool:
 
 def describe_error(err: OSError, identity: str | None = None) -> str:
     """The "why" of an error line, worded for the watchdog API (EBUSY as open(2) means it)."""
+    if isinstance(err, NotAWatchdog):
+        return f"not a watchdog device ({err.strerror})"
     if is_unsupported(err):
         return f"not supported by {identity}" if identity else "not supported by this driver"
     if err.errno == errno.EBUSY:

@@ -1,9 +1,11 @@
 """What util-linux wdctl shows about a watchdog, gathered without arming it.
 
 sysfs first. The device is opened only when sysfs lacks something wanted and opening is safe:
-not with nowayout set (opening would arm it for good), and not while it is active (it is
-then held by someone, or was left running on purpose, and our closing could stop it). What it
-opens it always closes with the magic 'V' (watchdog.session).
+only when nowayout is known to be off (with it set, opening would arm it for good; a sysfs
+directory without a readable nowayout leaves that open, so it is not risked, as wdctl does),
+and not while it is active (it is then held by someone, or was left running on purpose, and
+our closing could stop it). Without any sysfs directory there is nothing to ask first, and
+the device is opened. What it opens it always closes with the magic 'V' (watchdog.session).
 """
 
 import os
@@ -60,6 +62,8 @@ def unsafe_to_open(snapshot: Snapshot) -> str | None:
     """Why opening the device could change what it does, or None."""
     if snapshot.nowayout:
         return "nowayout is set, so opening it would arm it for good"
+    if snapshot.sysfs_dir is not None and snapshot.nowayout is None:
+        return "nowayout could not be read from sysfs, and if set, opening it would arm it for good"
     if snapshot.state == "active":
         return "it is active, and opening and closing it could stop it"
     return None
@@ -92,7 +96,7 @@ def probe(device: str, wanted=INFO_FIELDS, sys_root: str = "/sys") -> Snapshot:
 
 
 def _query(device: watchdog.Watchdog, snapshot: Snapshot) -> None:
-    info = device.get_support()
+    info = device.info
     snapshot.identity, snapshot.firmware_version = info.identity, info.firmware_version
     for field, call in (("status", device.get_status), ("bootstatus", device.get_bootstatus),
                         ("timeout", device.get_timeout), ("pretimeout", device.get_pretimeout),
