@@ -138,8 +138,9 @@ def test_the_daemon_runs_lean_under_its_own_name(clean_python, hamtools_zip, tmp
     loaded = daemon
     assert "hamtools.hamd.daemon" in loaded and "_json" in loaded
     assert heavy_modules(loaded, "runpy", "json", "re", "enum", "socket", "signal", "selectors",
-                         "collections", "functools", "ctypes", "typer", "psutil",
-                         "hamtools.hamd.services") == set()
+                         "collections", "functools", "ctypes", "array", "typer", "psutil",
+                         "hamtools.hamd.services", "hamtools.hamd.managed", "hamtools.core.pathwatch",
+                         "hamtools.hamd.hwdog") == set()
 
 
 def test_typer_applets_import_typer_without_rich(clean_python, hamtools_zip, tmp_path):

@@ -19,7 +19,6 @@ from hamtools.core import proc
 from hamtools.hamd.engine import Engine
 from hamtools.hamd.journal import Journal
 from hamtools.hamd.launch import Launcher
-from hamtools.hamd.managed import Manager
 from hamtools.hamd.model import Entity
 from hamtools.hamd.notify import NotifySocket
 from hamtools.hamd.ops import Requests
@@ -58,7 +57,10 @@ class Ham:
         self.ham_failures = int(meta.get("ham_failures", 0))
         self.started = self.clock.time()
         self.journal = Journal(os.path.join(runtime_dir, "events.jsonl"), self.clock)
-        self.manager = Manager.from_environment(log)  # before Launcher copies the environment
+        self.manager = None  # a service manager over ham (hamd.managed), if one gave NOTIFY_SOCKET
+        if os.environ.get("NOTIFY_SOCKET"):
+            
+            self.manager = Manager.from_environment(log)  # before Launcher copies the environment
         self.watchdog = None  # hamd.hwdog, with --watchdog
         self.launcher = Launcher(log)
         self.engine = Engine(self.model, loop, self.launcher, log=log,

@@ -17,7 +17,6 @@ import os
 import _signal
 
 from hamtools.core import words
-from hamtools.core.pathwatch import PathWatch
 from hamtools.core.proc import ExitStatus
 from hamtools.core import hamconsts as q
 from hamtools.hamd.model import DEATH_TYPES, Action, Condition, Entity, Model
@@ -334,6 +333,8 @@ class Engine:
             if watch is not None:
                 watch.close()
             resume(False)
+
+        from hamtools.core.pathwatch import PathWatch  # only while a waitfor needs it
 
         timer = self.loop.call_later(timeout, timed_out)
         try:

@@ -23,8 +23,8 @@ limited by ham's log). Truncated datagrams and datagrams without credentials are
 """
 
 import _socket
-import array
 import os
+import struct
 
 from hamtools.core import proc, sdnotify
 
@@ -185,9 +185,8 @@ def _close_fds_and_find_credentials(ancillary) -> tuple[int, int, int] | None:
         if level != _socket.SOL_SOCKET:
             continue
         if kind == _socket.SCM_RIGHTS:
-            fds = array.array("i")
-            fds.frombytes(body[:len(body) - len(body) % fds.itemsize])
-            for fd in fds:
+            # struct, not array: array's import brings collections along (resident size)
+            for fd in struct.unpack(f"{len(body) // 4}i", body[:len(body) - len(body) % 4]):
                 os.close(fd)
         elif kind == _socket.SCM_CREDENTIALS and len(body) >= sdnotify.CREDENTIALS.size:
             creds = sdnotify.CREDENTIALS.unpack_from(body)
