@@ -99,6 +99,7 @@ def boot_one() -> None:
 def boot_two() -> None:
     start_ham()
     note("status", status())
+    note("status text", run("hamctl", "status").stdout)
     ham_pid = FACTS["status"].get("ham_pid")
     os.kill(ham_pid, 15)  # SIGTERM, as init at shutdown
     for _ in range(100):

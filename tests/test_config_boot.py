@@ -69,11 +69,15 @@ def test_a_bad_configuration_starts_nothing(boot, tmp_path):
     assert not (tmp_path / "run" / "control").exists()
 
 
-def test_ready_notify_is_refused_until_sd_notify_exists(boot, tmp_path):
+def test_ready_notify_gates_the_followers_until_ready_1(boot, tmp_path):
     conf = tmp_path / "notify.toml"
-    conf.write_text('[service.x]\ncommand = "/bin/sleep 600"\nready = "notify"\n')
+    conf.write_text('[service.x]\ncommand = "/bin/sh -c \'sleep 1; systemd-notify --ready; exec sleep 600\'"\n'
+                    'ready = "notify"\n\n[service.y]\ncommand = "/bin/sleep 600"\nafter = ["x"]\n')
     done = boot(conf)
-    assert done.returncode == 1 and "ready = notify needs sd_notify" in done.stderr
+    assert done.returncode == 0, done.stderr
+    assert entity_status("x")["run"] == "running" and entity_status("y")["run"] == "stopped"
+    wait_for(lambda: entity_status("y")["run"] == "running", what="y, once x said READY=1")
+    assert entity_status("x")["ready"]
 
 
 def test_hamctl_reload_applies_a_changed_file(boot, tmp_path, hamtools_zip, clean_python):

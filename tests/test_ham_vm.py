@@ -60,6 +60,8 @@ def test_the_next_boot_names_the_culprit(run):
     last = status["watchdog"]["last_reset"]
     assert last["culprit"] == "stuck" and last["bootstatus_says_watchdog"] is True
     assert "blamed on stuck" in run["logs"][2]
+    assert ("the last boot ended in a watchdog reset, blamed on stuck" in run["facts"][2]["status text"]
+            and "the driver's boot status: watchdog reset" in run["facts"][2]["status text"])
 
 
 def test_sigterm_leaves_it_armed_and_hamctl_stop_disarms_it(run):

@@ -130,6 +130,7 @@ def _send(path: str, message: bytes, fds=()) -> None:
 def test_strangers_are_refused_and_passed_fds_never_leak(board):
     ham = board(watched("w", "sleep 600").replace('ready = "notify"', ""))
     path = os.path.join(ham.dir, "notify")
+    wait_for(lambda: all(entity_status(n)["run"] == "running" for n in ("w", "after-w")), what="both up")
     fds_before = len(os.listdir(f"/proc/{ham.proc.pid}/fd"))
     readers = [os.pipe() for _ in range(20)]
     for _ in range(5):

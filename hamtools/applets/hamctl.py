@@ -45,6 +45,15 @@ def status(as_json: bool = cli.typer.Option(False, "--json", help="one JSON obje
         return 0
     print(f"ham pid {data['ham_pid']}, guardian {data['guardian_pid'] or '-'}, "
           f"failures {data['ham_failures']}, verbosity {data['verbosity']}")
+    dog = data.get("watchdog")
+    if dog:
+        feeding = "fed" if dog["feeding"] else f"NOT fed: killing {', '.join(dog['pending_kills'])}"
+        print(f"watchdog {dog['device']} ({dog['identity']}), timeout {dog['timeout']} s, {feeding}")
+        if dog["last_reset"]:
+            last = dog["last_reset"]
+            print(f"  the last boot ended in a watchdog reset, blamed on {last.get('culprit')} "
+                  f"(pid {last.get('pid')}); the driver's boot status: "
+                  f"{ {True: 'watchdog reset', False: 'no watchdog reset', None: 'not reported'}[last.get('bootstatus_says_watchdog')] }")
     rows = [("NAME", "TYPE", "PID", "RUN", "STATE", "HEARTBEAT", "RESTARTS", "CONDITIONS")]
     for e in data["entities"]:
         rows.append((e["name"], e["type"], str(e["pid"] or "-"), e["run"] + ("" if e["enabled"] else ",disabled"),

@@ -59,7 +59,8 @@ class Ham:
         self.journal = Journal(os.path.join(runtime_dir, "events.jsonl"), self.clock)
         self.manager = None  # a service manager over ham (hamd.managed), if one gave NOTIFY_SOCKET
         if os.environ.get("NOTIFY_SOCKET"):
-            
+            from hamtools.hamd.managed import Manager
+
             self.manager = Manager.from_environment(log)  # before Launcher copies the environment
         self.watchdog = None  # hamd.hwdog, with --watchdog
         self.launcher = Launcher(log)
