@@ -174,6 +174,11 @@ class Entity(Record):
         ("spawned", False),  # our child (exit status available), not adopted
         ("attach_fires", False),  # a placeholder being filled: CONDATTACH fires (not persisted)
         ("service", None),  # the spec (hamtools.hamd.service) when configured as a service
+        ("want", "up"),  # a service: what ham wants of it, up or down (s6's "want"), apart
+        #                  from what it is (run); only an operator and the end of its policy
+        #                  change it
+        ("policy", None),  # a service: its restart history and pending backoff, as
+        #                    hamtools.hamd.policy.saved() writes them (for the next ham)
         ("ready", False),  # a service that has become ready (not persisted: re-established)
         ("episode", False),  # between a death and the end of its handling (persisted: a ham
         #                      started meanwhile finishes it)
@@ -195,7 +200,8 @@ class Entity(Record):
     def to_dict(self) -> dict:
         keys = ("name", "kind", "flags", "enabled", "pid", "start", "argv", "uid", "gid", "state",
                 "hb_period", "hpdl", "hpdh", "hb_state", "run", "created", "last_death",
-                "restarted", "restarts", "deaths", "spawned", "service", "episode")
+                "restarted", "restarts", "deaths", "spawned", "service", "want", "policy",
+                "episode")
         data = {key: getattr(self, key) for key in keys}
         data["conditions"] = [c.to_dict() for c in self.conditions.values()]
         return data
@@ -220,6 +226,8 @@ class Entity(Record):
         entity.spawned = bool(data.get("spawned", False))
         entity.episode = bool(data.get("episode", False))
         entity.service = data.get("service")
+        entity.want = "down" if data.get("want") == "down" else "up"
+        entity.policy = data.get("policy")
         entity.conditions = {c["name"]: Condition.from_dict(c) for c in data.get("conditions", [])}
         return entity
 

@@ -345,11 +345,11 @@ class Requests:
             raise HamError(errno.EINVAL, f"{entity.name!r} was not started by ham: it has no command")
         services = self.ham.services
         if command == "stop":
-            services.stop(entity)
+            services.operator_stop(entity)
         elif command == "start":
             if entity.pid is not None:
                 raise HamError(errno.EBUSY, f"{entity.name!r} is running (pid {entity.pid})")
-            services.start(entity)
+            services.operator_start(entity)
         elif command == "restart":
             services._restart_now(entity, why="hamctl restart")
         else:

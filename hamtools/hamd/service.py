@@ -595,6 +595,8 @@ def validate(raw: dict, source: str, spelling: dict[str, str] | None = None, whe
         fail("backoff_max is below backoff_initial")
     if (spec["on_limit"] == "exec") != (spec["on_limit_command"] is not None):
         fail("on_limit_command goes with on_limit = exec, and only with it")
+    if spec["on_limit"] == "escalate" and spec["group"] is None:
+        fail(f"on_limit = escalate restarts the service's group: set {label('group')} too")
     if spec["name"] in spec["after"]:
         fail(f"{label('after')}: {spec['name']!r} cannot start after itself")
     if "condition" in raw:
