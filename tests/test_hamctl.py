@@ -205,3 +205,32 @@ def test_policy_through_hamctl_set(ham, hamctl, tmp_path):
     assert bad.returncode == 1 and "restart" in bad.stderr
     assert hamctl("set", "svc", "nonsense").returncode == 2
     assert hamctl("set", "svc", "name=other").returncode == 1
+
+
+def test_group_policy_through_hamctl_set_group_and_kept_across_a_restart_of_ham(ham, hamctl):
+    for name in ("a", "b"):
+        assert hamctl("attach", name, "--", "/bin/sleep", "600").returncode == 0
+        assert hamctl("set", name, "group=g").returncode == 0
+    done = hamctl("set-group", "g", "strategy=one_for_all", "window=30s")
+    assert (done.returncode, done.stdout) == (0, "strategy=one_for_all window=30.0\n"), done.stderr
+    a, b = entity_status("a")["pid"], entity_status("b")["pid"]
+    os.kill(a, signal.SIGKILL)
+    assert wait_for(lambda: (p := entity_status("b")["pid"]) not in (None, b) and p)
+    bad = hamctl("set-group", "g", "strategy=all")
+    assert bad.returncode == 1 and bad.stderr.startswith("hamctl: ") and "strategy: must be" in bad.stderr
+    assert len(bad.stderr.splitlines()) == 1
+    assert hamctl("set-group", "nope", "window=1").returncode == 1
+    assert hamctl("set-group", "g", "nonsense").returncode == 2
+    ham.spawned |= {e["pid"] for e in json.loads(hamctl("status", "--json").stdout)["entities"] if e["pid"]}
+    ham.stop()
+    ham.start()
+    assert json.loads(hamctl("status", "--json").stdout)["groups"]["g"] == {
+        "strategy": "one_for_all", "window": 30.0, "source": "hamctl set"}
+
+
+def test_escalate_without_a_group_is_refused_by_hamctl_set(ham, hamctl):
+    assert hamctl("attach", "svc", "--", "/bin/sleep", "600").returncode == 0
+    bad = hamctl("set", "svc", "on_limit=escalate")
+    assert bad.returncode == 1
+    assert bad.stderr == "hamctl: hamctl set: on_limit = escalate restarts the service's group: set group too\n"
+    assert entity_status("svc")["service"] is False  # nothing changed

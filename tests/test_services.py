@@ -2,6 +2,7 @@
 backoff and limits, safe mode, group strategies, reload by diff, reverse-order shutdown.
 The specs are the canonical dicts (tests/services_runner.py feeds them to a real ham)."""
 
+import errno
 import json
 import os
 import signal
@@ -11,7 +12,7 @@ import time
 
 import pytest
 
-from hamtools.ham import ham_reload, ham_service_control, ham_stop
+from hamtools.ham import ham_group_set, ham_reload, ham_service_control, ham_status, ham_stop
 from tests.conftest import ROOT
 from tests.hamfix import entity_status, kill_leftovers, wait_for
 
@@ -338,36 +339,41 @@ def test_rest_for_one_spares_the_members_started_before_the_failed_one(board):
 
 
 def test_a_group_restart_waits_for_the_predecessor_in_backoff_and_its_readiness(board, tmp_path):
-    state, starts = tmp_path / "flaky.state", tmp_path / "starts"
-    flaky = spec("flaky", f"echo up > {state}; echo flaky:$(date +%s.%N) >> {starts}; sleep 1; "
-                          f"echo down > {state}; exit 1",
+    state, seen = tmp_path / "flaky.state", tmp_path / "seen"
+    flaky = spec("flaky", f"echo up > {state}; sleep 2; echo down > {state}; exit 1",
                  group="chain", max_restarts=100, backoff_initial=1.5, backoff_factor=1.0, ready="delay:0.5")
-    follower = spec("follower", f"echo follower:$(cat {state}):$(date +%s.%N) >> {starts}; exec sleep 600",
-                    group="chain", after=["flaky"])
+    follower = spec("follower", f"cat {state} >> {seen}; exec sleep 600", group="chain", after=["flaky"])
     board.start([flaky, follower], {"chain": {"strategy": "rest_for_one", "window": 60.0, "source": "test:3"}})
     # flaky's first death restarts it at once, the second after 1.5 s: follower waits for both
-    wait_for(lambda: sum(line.startswith("follower") for line in lives(starts)) >= 3, timeout=15,
-             what="follower restarted twice")
-    times = {"flaky": [], "follower": []}
-    for line in lives(starts):
-        who, *rest = line.split(":")
-        if who == "follower":
-            assert rest[0] == "up", lives(starts)  # never started while flaky is down
-        times[who].append(float(rest[-1]))
-    for started in times["follower"]:
-        before = max(t for t in times["flaky"] if t < started)
-        assert started - before >= 0.45, lives(starts)  # and only once flaky is ready (delay:0.5)
+    wait_for(lambda: len(lives(seen)) >= 3, timeout=20, what="follower restarted twice")
+    assert lives(seen)[:3] == ["up"] * 3  # never started while flaky was down
+    starts = started_at(board)
+    for when in starts["follower"]:  # and each time only once flaky was ready (delay:0.5)
+        assert when - max(t for t in starts["flaky"] if t < when) >= 0.5, board.log()
+    assert "flaky: restart in 1.5 s (backoff)" in board.log()
+
+
+def started_at(board) -> dict[str, list[float]]:
+    """When ham started each service, by its own log's clock (seconds since ham started)."""
+    starts: dict[str, list[float]] = {}
+    for line in board.log().splitlines():
+        stamp, _, message = line.partition("s: Ham: Started service ")
+        if message:
+            starts.setdefault(message.split()[0], []).append(float(stamp))
+    return starts
 
 
 # ---- readiness and backoff on a running ham ----------------------------------------------
 
-def test_delay_readiness_holds_the_next_service(board, tmp_path):
-    starts = tmp_path / "starts"
-    board.start([spec("db", f"date +%s.%N >> {starts}; exec sleep 600", ready="delay:1"),
-                 spec("web", f"date +%s.%N >> {starts}; exec sleep 600", after=["db"])])
+def test_delay_readiness_holds_the_next_service(board):
+    board.start([spec("db", "exec sleep 600", ready="delay:1"),
+                 spec("web", "exec sleep 600", after=["db"])])
+    pid_running("db")
+    time.sleep(0.5)
+    assert entity_status("web")["run"] == "stopped" and entity_status("db")["ready"] is False
     pid_running("web")
-    db, web = (float(t) for t in lives(starts))
-    assert 0.95 <= web - db <= 2.5
+    starts = started_at(board)
+    assert 1.0 <= starts["web"][0] - starts["db"][0] <= 2.5
 
 
 def test_backoff_resets_after_healthy_uptime(board, tmp_path):
@@ -380,3 +386,20 @@ def test_backoff_resets_after_healthy_uptime(board, tmp_path):
     events = [json.loads(line) for line in (board.dir / "events.jsonl").read_text().splitlines()]
     delays = [e["delay"] for e in events if e["what"] == "policy"][:5]
     assert delays == [0.0, 0.2, 0.4, 0.0, 0.2]  # the healthy fourth life forgave the streak
+
+
+def test_a_group_strategy_set_through_the_api_applies_and_a_reload_brings_back_the_file(board):
+    specs = [spec("a", "exec sleep 600", group="g"), spec("b", "exec sleep 600", group="g")]
+    board.start(specs, {"g": {"strategy": "cascade", "window": 60.0, "source": "test:2"}})
+    a, b = pid_running("a"), pid_running("b")
+    assert ham_group_set("g", strategy="one_for_all", window="30s") == {"strategy": "one_for_all", "window": 30.0}
+    os.kill(a, signal.SIGKILL)  # alone, under cascade, a would restart by itself
+    assert pid_running("b", b) != b
+    with pytest.raises(OSError) as bad:
+        ham_group_set("g", strategy="all")
+    assert bad.value.errno == errno.EINVAL and "strategy: must be cascade" in bad.value.strerror
+    with pytest.raises(OSError) as unknown:
+        ham_group_set("nope", strategy="cascade")
+    assert unknown.value.errno == errno.EINVAL
+    ham_reload()
+    assert ham_status()["groups"]["g"]["strategy"] == "cascade"  # the file's, again

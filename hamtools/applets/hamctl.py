@@ -141,18 +141,36 @@ def set_(name: str = cli.typer.Argument(..., metavar="ENTITY"),
                                                   help="TOML service keys, e.g. restart=on-failure max_restarts=10")):
     """Set restart policy and attributes of an entity ham started (the configuration's keys);
     they apply from its next death or start. A reload brings back what a file says."""
-    values = {}
-    for item in settings:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise AppletError(f"set: {item!r} is not KEY=VALUE", EXIT_USAGE)
-        try:
-            values[key] = json.loads(value) if value[:1] in "[{" else value
-        except ValueError:
-            raise AppletError(f"set: {key}: {value!r} is not valid JSON", EXIT_USAGE) from None
+    values = _settings("set", settings)
     spec = _call("ham_service_set", name, **values)
     print(" ".join(f"{k}={spec[k]}" for k in values if k in spec))
     return 0
+
+
+@app.command("set-group")
+def set_group(name: str = cli.typer.Argument(..., metavar="GROUP"),
+              settings: list[str] = cli.typer.Argument(..., metavar="KEY=VALUE...",
+                                                       help="TOML group keys: strategy=one_for_all window=30s")):
+    """Set a service group's policy (the TOML [group.NAME] keys); it applies from the next
+    failure of a member. A reload brings back what a file says of a group it mentions."""
+    values = _settings("set-group", settings)
+    group = _call("ham_group_set", name, **values)
+    print(" ".join(f"{k}={group[k]}" for k in values if k in group))
+    return 0
+
+
+def _settings(command: str, items: list[str]) -> dict:
+    """KEY=VALUE words: the value as text, or JSON when it starts a list or a table."""
+    values = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise AppletError(f"{command}: {item!r} is not KEY=VALUE", EXIT_USAGE)
+        try:
+            values[key] = json.loads(value) if value[:1] in "[{" else value
+        except ValueError:
+            raise AppletError(f"{command}: {key}: {value!r} is not valid JSON", EXIT_USAGE) from None
+    return values
 
 
 @app.command()

@@ -438,6 +438,13 @@ def ham_reload() -> dict:
 def ham_service_set(ename: str, **settings) -> dict:
     """hamtools extension: set restart policy and service attributes of an entity ham started
     (keys and values as in a TOML [service.NAME] table: restart="on-failure",
-    max_restarts=10, backoff_max="5s", kill_signal="SIGABRT", user="www", cwd="/srv", ...).
+    max_restarts=10, backoff_max="5s", kill_signal="SIGABRT", uid="www", cwd="/srv", ...).
     They apply from its next death or start. Returns the whole validated spec."""
     return _call("service_set", {"name": ename, "settings": settings})
+
+
+def ham_group_set(gname: str, **settings) -> dict:
+    """hamtools extension: set a service group's policy (keys and values as in a TOML
+    [group.NAME] table: strategy="one_for_all", window="30s"). They apply from the next
+    failure of a member. Returns the group's settings."""
+    return _call("group_set", {"name": gname, "settings": settings})

@@ -49,6 +49,8 @@ class Ham:
         if problem:
             log(0, problem)
         self.ham_failures = int(meta.get("ham_failures", 0))
+        groups = meta.get("groups")  # service groups' settings, for hamd.services
+        self.saved_groups = groups if isinstance(groups, dict) else {}
         self.started = self.clock.time()
         self.journal = Journal(os.path.join(runtime_dir, "events.jsonl"), self.clock)
         self.launcher = Launcher(log)
@@ -284,6 +286,7 @@ class Ham:
                 "ham_pid": os.getpid(), "saved": self.clock.time()}
         if self._services is not None:
             self._services.remember()  # restart histories and pending backoffs, into the entities
+            meta["groups"] = self._services.groups
         try:
             self.store.save(self.model, meta)
         except OSError as err:
@@ -304,6 +307,7 @@ class Ham:
             "verbosity": self.engine.verbosity,
             "started": self.started,
             "entities": [_entity_status(e) for e in self.model.entities.values()],
+            "groups": {} if self._services is None else self._services.groups,
         }
 
 

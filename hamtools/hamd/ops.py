@@ -370,6 +370,19 @@ class Requests:
             raise HamError(errno.EINVAL, str(bad)) from None
         return {k: v for k, v in spec.items() if k not in ("conditions", "source")}
 
+    def op_group_set(self, conn, args):
+        """A service group's strategy and window (the third way to set them, besides a file)."""
+        name = _text(args, "name")
+        self._require(self._may_administer(conn), f"set the policy of group {name!r}")
+        settings = args.get("settings")
+        if not isinstance(settings, dict) or not settings:
+            raise HamError(errno.EINVAL, "settings must be a non-empty object")
+        try:
+            group = self.ham.services.set_group(name, settings)
+        except ValueError as bad:
+            raise HamError(errno.EINVAL, str(bad)) from None
+        return {k: v for k, v in group.items() if k != "source"}
+
     def op_reload(self, conn, args):
         self._require(self._may_administer(conn), "reload ham's configuration")
         try:

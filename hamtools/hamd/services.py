@@ -25,7 +25,7 @@ from hamtools.hamd import policy
 from hamtools.hamd.model import Entity
 
 READY_POLL = 0.05  # seconds between looks for a readiness path, only while one is awaited
-SET_SOURCE = "hamctl set"  # the source of a service made through the API, not a file
+SET_SOURCE = "hamctl set"  # the source of a service or group made through the API, not a file
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
 
 
@@ -36,7 +36,7 @@ class Services:
         self.clock = ham.loop.clock
         self.log = ham.log
         self.boot = _boot_id()
-        self.groups: dict[str, dict] = {}
+        self.groups: dict[str, dict] = dict(ham.saved_groups)  # name -> settings (persisted)
         self.group_state: dict[str, policy.GroupState] = {}
         self.histories: dict[str, policy.History] = {}
         self.backoffs: dict[str, dict] = {}  # name -> {"until", "delay", "safe"}: pending
@@ -61,7 +61,10 @@ class Services:
             if other is not None and other.name not in current:
                 raise ValueError(f"{spec['source']}: service {spec['name']!r}: an entity of that "
                                  "name already exists (made through the API or hamctl)")
-        self.groups = groups
+        # A group the files mention gets what they say (its defaults if none defines it);
+        # one only the API knows keeps what the API set.
+        self.groups = {**{name: group for name, group in self.groups.items()
+                          if group["source"] == SET_SOURCE and name not in groups}, **groups}
         wanted = {s["name"]: s for s in specs}
         added, removed, changed, unchanged = (
             [spec["name"] for spec in kind] for kind in diff([e.service for e in current.values()], specs))
@@ -123,7 +126,7 @@ class Services:
         """hamctl set / ham_service_set: the entity's spec with settings applied, validated by
         the configuration's own schema. A service from a file keeps its source (a reload then
         brings the file's values back); any other entity becomes a service of the API's."""
-        from hamtools.hamd.service import validate
+        from hamtools.hamd.service import default_group, validate
 
         if entity.argv is None:
             raise ValueError(f"{entity.name!r} was not started by ham: it has no command")
@@ -143,10 +146,27 @@ class Services:
         new = entity.service is None
         entity.service = spec
         entity.uid, entity.gid = spec["uid"] or 0, spec["gid"] or 0
+        if spec["group"] is not None and spec["group"] not in self.groups:
+            self.groups[spec["group"]] = default_group(SET_SOURCE)
         if new:
             self.order.append(entity.name)
         self.ham.changed()
         return spec
+
+    def set_group(self, name: str, settings: dict) -> dict:
+        """hamctl set-group / ham_group_set: a group's strategy and window, validated by the
+        configuration's schema. A group the files mention gets their values back at the next
+        reload; one only the API knows keeps these."""
+        from hamtools.hamd.service import validate_groups
+
+        group = self.groups.get(name)
+        if group is None:
+            raise ValueError(f"no group {name!r} (a service names its group first)")
+        raw = {key: value for key, value in group.items() if key != "source"}
+        raw.update(settings)
+        self.groups[name] = validate_groups({name: raw}, {name: group["source"]})[name]
+        self.ham.changed()
+        return self.groups[name]
 
     # ---- resuming what an earlier ham left ----------------------------------------------
 
