@@ -113,3 +113,72 @@ stdout = "file:{out}"
     assert out.read_text().split() == [f"cwd={tmp_path}", "foo=bar", "umask=0027", "entity=probe"]
     with open(f"/proc/{pid}/stat") as stat:
         assert int(stat.read().rsplit(")", 1)[1].split()[16]) == 5  # nice
+
+
+TREES = """
+[service.victim]
+command = "/bin/sleep 600"
+restart = "never"
+
+[[global.condition]]
+name = "anydeath"
+type = "CONDDEATH"
+flags = ["HREARMAFTERRESTART"]
+
+[[global.condition.action]]
+name = "mark"
+kind = "execute"
+params = {{ line = "/bin/touch {died}" }}
+flags = ["HREARMAFTERRESTART"]
+
+[placeholder.media]
+[[placeholder.media.condition]]
+name = "here"
+type = "CONDATTACH"
+
+[[placeholder.media.condition.action]]
+name = "mark"
+kind = "execute"
+params = {{ line = "/bin/touch {attached}" }}
+"""
+
+
+def test_global_conditions_and_placeholders_from_a_file_and_their_reload(boot, tmp_path, hamtools_zip,
+                                                                         clean_python):
+    died, attached, conf = tmp_path / "died", tmp_path / "attached", tmp_path / "trees.toml"
+    text = TREES.format(died=died, attached=attached)
+    conf.write_text(text + "\n[placeholder.spare]\n")
+    assert boot(conf).returncode == 0
+
+    def hamctl(*args):
+        return subprocess.run([clean_python, "-I", str(hamtools_zip), "hamctl", *args], env=boot.env,
+                              capture_output=True, text=True, timeout=30)
+
+    def global_conditions():
+        return {c["name"]: c for c in entity_status(".__global")["conditions"]}
+
+    assert entity_status("media")["type"] == entity_status("spare")["type"] == "placeholder"
+    os.kill(wait_for(lambda: entity_status("victim")["pid"]), signal.SIGKILL)
+    wait_for(died.exists, what="the global condition's action")
+    assert hamctl("attach", "media", "--", "/bin/sleep", "600").returncode == 0
+    wait_for(attached.exists, what="the placeholder's CONDATTACH action")
+    media = entity_status("media")["pid"]
+    # reload: the filled placeholder stays, the one the file dropped goes, the unchanged global
+    # condition keeps its count, a new one comes
+    conf.write_text(text + '\n[[global.condition]]\nname = "second"\ntype = "CONDDETACH"\n')
+    done = hamctl("reload")
+    assert done.returncode == 0, done.stderr
+    assert entity_status("spare") is None and entity_status("media")["pid"] == media
+    assert {name: c["fired"] for name, c in global_conditions().items()} == {"anydeath": 1, "second": 0}
+    # a name the API holds: refused at the file's line, nothing changed
+    from hamtools.ham import CONDRAISE, ham_condition_raise, ham_entity_handle
+
+    ham_condition_raise(ham_entity_handle(0, None), "api", 1, 0, 0, 0)
+    conf.write_text(text + '\n[[global.condition]]\nname = "api"\ntype = "CONDDETACH"\n')
+    refused = hamctl("reload")
+    line = text.count("\n") + 2  # the [[global.condition]] header after the blank line
+    assert refused.returncode == 1 and refused.stderr == (
+        f"hamctl: {conf}:{line}: global condition 'api': a condition of that name already exists "
+        "(made through the API or hamctl)\n")
+    assert set(global_conditions()) == {"anydeath", "second", "api"}
+    assert global_conditions()["api"]["type"] == "CONDRAISE" and CONDRAISE

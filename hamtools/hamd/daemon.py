@@ -137,12 +137,12 @@ class Ham:
         from hamtools.hamd import config
         from hamtools.hamd.service import ConfigError
 
-        specs, groups = config.load(self.config_paths)
+        specs, groups, trees = config.load(self.config_paths)
         for spec in specs:
             if spec["ready"] == "notify":  # honest until sd_notify exists (the heartbeat issue)
                 raise ConfigError(spec["source"], "ready = notify needs sd_notify, which ham does not "
                                                   "understand yet: use path:… or delay:…")
-        return specs, groups
+        return specs, groups, trees
 
     def reload(self) -> dict:
         """hamctl reload / SIGHUP: apply the configuration files again. A bad file changes

@@ -113,6 +113,8 @@ class Condition(Record):
         ("params", dict),  # CONDSTATE: from/to; CONDRAISE: rtype/rclass/rseverity
         ("actions", dict),  # name -> Action, in insertion order
         ("fired", 0),
+        ("config", None),  # made by a configuration file: its normalised entry (a reload
+        #                    compares with it); None: made through the API
     )
     __slots__ = tuple(name for name, _ in FIELDS)
 
@@ -137,15 +139,19 @@ class Condition(Record):
         return all(w == 0 or w == got for w, got in zip(wanted, (rtype, rclass, rseverity)))
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "type": self.type, "flags": self.flags, "enabled": self.enabled,
+        data = {"name": self.name, "type": self.type, "flags": self.flags, "enabled": self.enabled,
                 "params": self.params, "fired": self.fired,
                 "actions": [a.to_dict() for a in self.actions.values()]}
+        if self.config is not None:
+            data["config"] = self.config
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "Condition":
         actions = {a["name"]: Action.from_dict(a) for a in data.get("actions", [])}
         return cls(data["name"], int(data["type"]), int(data["flags"]), bool(data["enabled"]),
-                   dict(data.get("params", {})), actions, int(data.get("fired", 0)))
+                   dict(data.get("params", {})), actions, int(data.get("fired", 0)),
+                   data.get("config"))
 
 
 def _state_matches(spec: int, value: int, flags: int, set_flag: int, inv_flag: int) -> bool:
@@ -179,6 +185,7 @@ class Entity(Record):
         #                  change it
         ("policy", None),  # a service: its restart history and pending backoff, as
         #                    hamtools.hamd.policy.saved() writes them (for the next ham)
+        ("config", None),  # a placeholder a configuration file made: its normalised entry
         ("ready", False),  # a service that has become ready (not persisted: re-established)
         ("episode", False),  # between a death and the end of its handling (persisted: a ham
         #                      started meanwhile finishes it)
@@ -200,7 +207,7 @@ class Entity(Record):
     def to_dict(self) -> dict:
         keys = ("name", "kind", "flags", "enabled", "pid", "start", "argv", "uid", "gid", "state",
                 "hb_period", "hpdl", "hpdh", "hb_state", "run", "created", "last_death",
-                "restarted", "restarts", "deaths", "spawned", "service", "want", "policy",
+                "restarted", "restarts", "deaths", "spawned", "service", "want", "policy", "config",
                 "episode")
         data = {key: getattr(self, key) for key in keys}
         data["conditions"] = [c.to_dict() for c in self.conditions.values()]
@@ -228,6 +235,7 @@ class Entity(Record):
         entity.service = data.get("service")
         entity.want = "down" if data.get("want") == "down" else "up"
         entity.policy = data.get("policy")
+        entity.config = data.get("config")
         entity.conditions = {c["name"]: Condition.from_dict(c) for c in data.get("conditions", [])}
         return entity
 

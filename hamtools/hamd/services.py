@@ -50,8 +50,9 @@ class Services:
 
     # ---- configuration ----------------------------------------------------------------
 
-    def apply(self, specs: list[dict], groups: dict) -> dict:
+    def apply(self, specs: list[dict], groups: dict, trees: list[dict] = ()) -> dict:
         """Make the running set match the configuration; returns what changed, by kind."""
+        from hamtools.hamd import filetrees
         from hamtools.hamd.config import diff
 
         current = {e.name: e for e in self.ham.model.entities.values()
@@ -61,10 +62,12 @@ class Services:
             if other is not None and other.name not in current:
                 raise ValueError(f"{spec['source']}: service {spec['name']!r}: an entity of that "
                                  "name already exists (made through the API or hamctl)")
+        filetrees.check(self.ham.model, trees)
         # A group the files mention gets what they say (its defaults if none defines it);
         # one only the API knows keeps what the API set.
         self.groups = {**{name: group for name, group in self.groups.items()
                           if group["source"] == SET_SOURCE and name not in groups}, **groups}
+        filetrees.apply(self.ham, trees)  # global conditions first: they see the starts
         wanted = {s["name"]: s for s in specs}
         added, removed, changed, unchanged = (
             [spec["name"] for spec in kind] for kind in diff([e.service for e in current.values()], specs))
