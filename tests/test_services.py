@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from hamtools.ham import ham_group_set, ham_reload, ham_service_control, ham_status, ham_stop
+from hamtools.ham import (Handle, ham_entity_remove, ham_group_set, ham_reload, ham_service_control,
+                          ham_status, ham_stop)
 from tests.conftest import ROOT
 from tests.hamfix import entity_status, kill_leftovers, wait_for
 
@@ -403,3 +404,12 @@ def test_a_group_strategy_set_through_the_api_applies_and_a_reload_brings_back_t
     assert unknown.value.errno == errno.EINVAL
     ham_reload()
     assert ham_status()["groups"]["g"]["strategy"] == "cascade"  # the file's, again
+
+
+def test_a_file_service_is_not_removed_behind_its_file(board):
+    board.start([spec("svc", "exec sleep 600")])
+    pid = pid_running("svc")
+    with pytest.raises(OSError) as refused:
+        ham_entity_remove(Handle("svc"))
+    assert refused.value.errno == errno.EINVAL and "remove it there and reload" in refused.value.strerror
+    assert entity_status("svc")["pid"] == pid

@@ -181,6 +181,14 @@ def ham_entity(ename: str, nd: int, flags: int) -> Handle:
     return Handle(ename)
 
 
+def ham_entity_remove(ehdl: Handle, flags: int = 0) -> None:
+    """hamtools extension (SPEC §3's removal, for entities): take the entity out of
+    monitoring. A placeholder goes; an entity with a process is detached as by ham_detach
+    (CONDDETACH fires, the process runs on). EINVAL for the global entity and for a service a
+    configuration file defines (remove it there and reload)."""
+    _call("remove", {"path": _path(ehdl)})
+
+
 def ham_entity_node(ename: str, nodename: str | None, flags: int) -> Handle:
     _node(nodename)
     return ham_entity(ename, ND_LOCAL_NODE, flags)

@@ -289,7 +289,8 @@ class Requests:
         parts = self._split_path(_text(args, "path"), None)
         entity = self.model.entity(parts[0])
         if len(parts) == 1:
-            raise HamError(errno.EINVAL, "an entity is removed by detaching it")
+            self._remove_entity(conn, entity)
+            return None
         cond = self.model.condition(*parts[:2])
         if len(parts) == 2:
             self._require(self._owns(conn, entity), f"remove {args['path']!r}")
@@ -306,6 +307,23 @@ class Requests:
                 raise HamError(errno.ENOENT, f"no action-fail {args['path']!r}")
         self.ham.changed()
         return None
+
+    def _remove_entity(self, conn, entity: Entity) -> None:
+        """Out of monitoring (SPEC §3's removal of an entity): a placeholder goes; a process
+        goes on running, as after ham_detach (CONDDETACH fires)."""
+        if entity.kind == "global":
+            raise HamError(errno.EINVAL, "the global entity cannot be removed")
+        self._require(self._owns(conn, entity), f"remove {entity.name!r}")
+        if entity.service is not None and entity.service["source"] != self.ham.services.SET_SOURCE:
+            raise HamError(errno.EINVAL, f"{entity.name!r} is a service of {entity.service['source']}: "
+                                         "remove it there and reload")
+        if entity.kind == "placeholder":
+            self.engine.remove_entity(entity, why="removed")
+        else:
+            self.engine.detached(entity)
+            self.ham.forget(entity)
+        if entity.service is not None:
+            self.ham.services.forget(entity.name)
 
     def op_control(self, conn, args):
         path = _text(args, "path")

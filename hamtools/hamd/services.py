@@ -30,6 +30,8 @@ BOOT_ID = "/proc/sys/kernel/random/boot_id"
 
 
 class Services:
+    SET_SOURCE = SET_SOURCE
+
     def __init__(self, ham):
         self.ham = ham
         self.loop = ham.loop
