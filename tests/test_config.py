@@ -671,3 +671,12 @@ def test_global_conditions_from_several_files_are_one_entry(tmp_path):
 ])
 def test_toml_bad_global_and_placeholder(tmp_path, text, message):
     assert error(tmp_path, "b.toml", text) == message
+
+
+def test_the_readme_schema_tables_are_schema_markdowns():
+    """The README's key tables are exactly what the code generates: no row added by hand,
+    none missing, none stale."""
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("| key (TOML) | startup file |")
+    end = readme.index("\n\n", readme.index("| group key (TOML) |")) + 1
+    assert readme[start:end] == config.schema_markdown()

@@ -36,28 +36,25 @@ def boot(tmp_path, monkeypatch, hamtools_zip, clean_python):
     kill_leftovers(pids)
 
 
-@pytest.mark.parametrize("config", ["board.toml"])
-def test_the_demo_board_boots_and_rest_for_one_works(boot, config):
+@pytest.mark.parametrize("config, strategy", [("board.toml", "rest_for_one"), ("board.conf", "cascade")])
+def test_the_demo_board_boots_and_its_group_strategy_works(boot, config, strategy):
+    # a startup file defines no groups: its "chain" gets the default strategy, cascade
     done = boot(BOARD / config)
     assert done.returncode == 0, done.stderr
     names = {"steady", "flaky", "follower", "worker"}
     wait_for(lambda: {e["name"] for e in ham_status()["entities"] if e["run"] == "running"} >= names,
              what="every service running")
-    follower = entity_status("follower")["pid"]
-    # flaky segfaults 2 s after each start: rest_for_one restarts follower with it
-    wait_for(lambda: entity_status("follower")["pid"] not in (None, follower), timeout=15,
-             what="follower restarted with flaky")
-    assert entity_status("flaky")["restarts"] >= 1
+    assert ham_status()["groups"]["chain"]["strategy"] == strategy
     assert entity_status("worker")["heartbeat_state"] is not None
-
-
-def test_the_startup_file_board_boots(boot):
-    # a startup file defines no groups: its "chain" gets the default strategy, cascade
-    done = boot(BOARD / "board.conf")
-    assert done.returncode == 0, done.stderr
-    wait_for(lambda: {e["name"] for e in ham_status()["entities"] if e["run"] == "running"}
-             >= {"steady", "flaky", "follower", "worker"}, what="every service running")
+    follower = entity_status("follower")["pid"]
+    # flaky segfaults 2 s after each start
     wait_for(lambda: entity_status("flaky")["restarts"] >= 1, timeout=15, what="flaky restarted")
+    if strategy == "rest_for_one":  # follower, started after flaky, restarts with it
+        wait_for(lambda: entity_status("follower")["pid"] not in (None, follower), timeout=15,
+                 what="follower restarted with flaky")
+    else:  # cascade: one member failing, even again and again, restarts only itself
+        wait_for(lambda: entity_status("flaky")["restarts"] >= 2, timeout=15, what="flaky restarted twice")
+        assert entity_status("follower")["pid"] == follower
 
 
 def test_a_bad_configuration_starts_nothing(boot, tmp_path):
