@@ -168,7 +168,7 @@ def test_global_conditions_and_placeholders_from_a_file_and_their_reload(boot, t
     assert entity_status("spare") is None and entity_status("media")["pid"] == media
     assert {name: c["fired"] for name, c in global_conditions().items()} == {"anydeath": 1, "second": 0}
     # a name the API holds: refused at the file's line, nothing changed
-    from hamtools.ham import CONDRAISE, ham_condition_raise, ham_entity_handle
+    from hamtools.ham import ham_condition_raise, ham_entity_handle
 
     ham_condition_raise(ham_entity_handle(0, None), "api", 1, 0, 0, 0)
     conf.write_text(text + '\n[[global.condition]]\nname = "api"\ntype = "CONDDETACH"\n')
@@ -178,4 +178,4 @@ def test_global_conditions_and_placeholders_from_a_file_and_their_reload(boot, t
         f"hamctl: {conf}:{line}: global condition 'api': a condition of that name already exists "
         "(made through the API or hamctl)\n")
     assert set(global_conditions()) == {"anydeath", "second", "api"}
-    assert global_conditions()["api"]["type"] == "CONDRAISE" and CONDRAISE
+    assert global_conditions()["api"]["type"] == "CONDRAISE"

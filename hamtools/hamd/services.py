@@ -90,7 +90,7 @@ class Services:
         for name in self.order:
             if name in added:
                 self._add(wanted[name])
-        self._start_ready()
+        self.start_ready()
         self.ham.changed()
         return {"added": added, "removed": removed, "changed": changed, "unchanged": unchanged}
 
@@ -203,9 +203,6 @@ class Services:
 
     def start_ready(self) -> None:
         """Start every service owed a start whose predecessors are ready."""
-        self._start_ready()
-
-    def _start_ready(self) -> None:
         for name in self.order:
             entity = self.ham.model.entities.get(name)
             if (entity is None or entity.service is None or entity.want != "up" or entity.run != "stopped"
@@ -306,7 +303,7 @@ class Services:
     def _became_ready(self, entity: Entity) -> None:
         if self.ham.model.entities.get(entity.name) is entity and entity.run == "running":
             entity.ready = True
-            self._start_ready()
+            self.start_ready()
 
     def _timer(self, entity: Entity, delay: float, callback) -> None:
         self._cancel(entity.name)
