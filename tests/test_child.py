@@ -2,10 +2,12 @@
 clean errors before exec; cgroups where writable; stopping with escalation on a fake clock."""
 
 import errno
+import json
 import os
 import resource
 import signal
 import subprocess
+import sys
 
 import pytest
 
@@ -148,6 +150,33 @@ def test_group_only_changes_gid(tmp_path):
     assert (report["uid"], report["gid"], report["egid"]) == (0, 4321, 4321)
 
 
+# A ham whose own supplementary groups are 4321 and 4322 (root's are not): what its services get.
+START_AND_REPORT = """
+import json, os, sys
+sys.path.insert(0, sys.argv[1])
+from hamtools.hamd import child
+from tests.childfix import report_argv, wait_report
+keys = json.loads(sys.argv[3])
+pid = child.start({"name": "who", "argv": report_argv(sys.argv[2]), **keys}, {}, lambda *a: None)
+print(json.dumps({"ham": sorted(os.getgroups()), "child": wait_report(pid, sys.argv[2])["groups"]}))
+"""
+
+
+@pytest.mark.parametrize("keys, expected", [
+    ({"uid": 0}, sorted(os.getgrouplist("root", 0))),  # USER=root: root's own groups
+    ({"gid": 4321}, []),  # a gid alone: no supplementary groups
+    ({"uid": 0, "gid": 4322}, sorted(os.getgrouplist("root", 4322))),
+], ids=["root", "gid-only", "root-with-gid"])
+def test_supplementary_groups_are_the_users_never_hams(tmp_path, keys, expected):
+    need_root()
+    out = tmp_path / "report"
+    done = subprocess.run([sys.executable, "-c", START_AND_REPORT, os.getcwd(), str(out), json.dumps(keys)],
+                          extra_groups=[4321, 4322], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert seen["ham"] == [4321, 4322] and seen["child"] == expected
+
+
 # -- errors -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("keys, code, text", [
@@ -183,7 +212,8 @@ def test_setuid_refused_when_ham_is_not_root(open_dir):
     if "No module named" in done.stderr or "Permission denied" in done.stderr:
         print(f"skipped: the second uid cannot read the tree: {done.stderr.strip()}")
         pytest.skip("tree not readable by the second uid")
-    assert done.stdout.strip() == f"{errno.EPERM} setgroups []: Operation not permitted"
+    # its groups are already none (extra_groups=[]): the first step it cannot take is setgid
+    assert done.stdout.strip() == f"{errno.EPERM} setgid 54321: Operation not permitted"
 
 
 def test_bad_names_are_value_errors():

@@ -26,7 +26,7 @@ def write(tmp_path, name: str, text: str) -> str:
 
 
 def load_one(tmp_path, name: str, text: str) -> dict:
-    specs, _groups = config.load([write(tmp_path, name, text)])
+    specs, _groups, _trees = config.load([write(tmp_path, name, text)])
     assert len(specs) == 1
     return specs[0]
 
@@ -74,7 +74,7 @@ def error(tmp_path, name: str, text: str) -> str:
     ("/bin/echo \\\n   one \\\n   two", "argv", ["/bin/echo", "one", "two"]),
 ])
 def test_startup_variable(tmp_path, line, key, value):
-    specs, _ = config.load([write(tmp_path, "board.conf", line + "\n")])
+    specs, _, _ = config.load([write(tmp_path, "board.conf", line + "\n")])
     assert specs[0][key] == value
     assert type(specs[0][key]) is type(value) or isinstance(value, signal.Signals)
 
@@ -100,7 +100,7 @@ def test_startup_file_defaults_and_types(tmp_path):
 def test_startup_comments_blank_lines_and_line_numbers(tmp_path):
     path = write(tmp_path, "board.conf", "# the board\n\n   # indented comment\nNAME=a /bin/true\n"
                  "NAME=b \\\n  /bin/true\n\nNAME=c /bin/true")
-    specs, groups = config.load([path])
+    specs, groups, _ = config.load([path])
     assert [(s["name"], s["source"]) for s in specs] == [
         ("a", f"{path}:4"), ("b", f"{path}:5"), ("c", f"{path}:8")]
     assert groups == {}
@@ -108,7 +108,7 @@ def test_startup_comments_blank_lines_and_line_numbers(tmp_path):
 
 def test_startup_group_gets_default_settings(tmp_path):
     path = write(tmp_path, "board.conf", "NAME=a GROUP=g /bin/true\nNAME=b GROUP=g /bin/true\n")
-    _specs, groups = config.load([path])
+    _specs, groups, _ = config.load([path])
     assert groups == {"g": {"strategy": "cascade", "window": 60.0, "source": f"{path}:1"}}
 
 
@@ -212,7 +212,7 @@ TOML_KEYS = [
     ("backoff_max", "backoff_max = 5", "backoff_max", 5.0),
     ("backoff_factor", "backoff_factor = 1.5", "backoff_factor", 1.5),
     ("reset_after", "reset_after = 120", "reset_after", 120.0),
-    ("on_limit", 'on_limit = "escalate"', "on_limit", "escalate"),
+    ("on_limit", 'on_limit = "escalate"\ngroup = "g"', "on_limit", "escalate"),
     ("on_limit_command", "on_limit = \"exec\"\non_limit_command = \"/sbin/alert 'w failed'\"",
      "on_limit_command", "/sbin/alert 'w failed'"),
     ("group", 'group = "pumps"', "group", "pumps"),
@@ -237,7 +237,7 @@ def test_toml_key(tmp_path, key, toml, spec_key, value):
     body = f'[service.w]\ncommand = "/bin/true"\n{toml}\n'
     if key == "argv" or key == "command":
         body = f"[service.w]\n{toml}\n"
-    specs, _ = config.load([write(tmp_path, "b.toml", base + body)])
+    specs, _, _ = config.load([write(tmp_path, "b.toml", base + body)])
     assert specs[1][spec_key] == value
     assert type(specs[1][spec_key]) is type(value)
 
@@ -255,7 +255,7 @@ def test_every_key_is_tested_and_documented():
 def test_toml_array_form_and_groups(tmp_path):
     path = write(tmp_path, "b.toml", '[[service]]\nname = "a"\ncommand = "/bin/true"\n\n'
                  '[[service]]\nname = "b"\nargv = ["/bin/true"]\ngroup = "g"\n')
-    specs, groups = config.load([path])
+    specs, groups, _ = config.load([path])
     assert [(s["name"], s["source"]) for s in specs] == [("a", f"{path}:1"), ("b", f"{path}:5")]
     assert groups == {"g": {"strategy": "cascade", "window": 60.0, "source": f"{path}:5"}}
 
@@ -264,7 +264,7 @@ def test_toml_array_form_and_groups(tmp_path):
 def test_toml_group(tmp_path, strategy):
     path = write(tmp_path, "b.toml", f'\n[group.g]\nstrategy = "{strategy}"\nwindow = "2m"\n')
     assert config.load([path]) == ([], {"g": {"strategy": strategy, "window": 120.0,
-                                              "source": f"{path}:2"}})
+                                              "source": f"{path}:2"}}, [])
 
 
 def test_toml_full_qnx_tree(tmp_path):
@@ -338,7 +338,7 @@ TREE = '[service.w]\ncommand = "/bin/true"\n\n[[service.w.condition]]\nname = "c
      "b.toml:5: Cannot overwrite a value (column 23)"),
     ('[service.w]\ncommand = \n', "b.toml:2: Invalid value (column 11)"),
     ('[service.w]\nargv = ["/bin/true",\n', "b.toml:2: Invalid value (at the end)"),
-    ('[servce.w]\ncommand = "/bin/true"\n', "b.toml:1: unknown table 'servce' (service or group)"),
+    ('[servce.w]\ncommand = "/bin/true"\n', "b.toml:1: unknown table 'servce' (service, group, global or placeholder)"),
     ('\n[service.w]\nargv = ["/bin/true"]\ncommand = "/bin/true"\n',
      "b.toml:2: give command or argv, not both"),
     ('[service.w]\nrestart = "always"\n', "b.toml:1: no command (command or argv)"),
@@ -392,6 +392,8 @@ TREE = '[service.w]\ncommand = "/bin/true"\n\n[[service.w.condition]]\nname = "c
      "b.toml:1: ready: bad duration 'x' (seconds, or 500ms, 2s, 1m, 1h)"),
     ('[service.w]\ncommand = "/bin/true"\non_limit = "exec"\n',
      "b.toml:1: on_limit_command goes with on_limit = exec, and only with it"),
+    ('[service.w]\ncommand = "/bin/true"\non_limit = "escalate"\n',
+     "b.toml:1: on_limit = escalate restarts the service's group: set group too"),
     ('[service.w]\ncommand = "/bin/true"\non_limit = "panic"\n',
      "b.toml:1: on_limit: must be log, stop, escalate, reboot, exec, not 'panic'"),
     ('[service.w]\ncommand = "/bin/true"\nbackoff_factor = 0.5\n', "b.toml:1: backoff_factor: must be at least 1"),
@@ -470,7 +472,7 @@ def test_errors_span_files_and_nothing_partial(tmp_path):
         config.load([first, second])
     assert str(caught.value) == f"{second}:1: service 'web' is defined twice (first at {first}:1)"
     third = write(tmp_path, "c.toml", '[service.db]\ncommand = "/bin/true"\nafter = ["web"]\n')
-    specs, _ = config.load([first, third])  # AFTER across files
+    specs, _, _ = config.load([first, third])  # AFTER across files
     assert [s["name"] for s in specs] == ["web", "db"]
     group_a = write(tmp_path, "g1.toml", "[group.g]\n")
     group_b = write(tmp_path, "g2.toml", "\n[group.g]\n")
@@ -517,10 +519,10 @@ def test_user_and_group_resolved(tmp_path, system_user):
 # ---- diff for reload --------------------------------------------------------------------
 
 def test_diff(tmp_path):
-    old, _ = config.load([write(tmp_path, "old.conf", "NAME=a /bin/true\nNAME=b /bin/true\n"
+    old, _, _ = config.load([write(tmp_path, "old.conf", "NAME=a /bin/true\nNAME=b /bin/true\n"
                                                        "NAME=c HEARTBEAT=1 /bin/true\n")])
     # a moved to another line (source changes, spec does not), b gone, c changed, d new
-    new, _ = config.load([write(tmp_path, "new.conf", "\nNAME=d /bin/true\nNAME=a /bin/true\n"
+    new, _, _ = config.load([write(tmp_path, "new.conf", "\nNAME=d /bin/true\nNAME=a /bin/true\n"
                                                        "NAME=c HEARTBEAT=2 /bin/true\n")])
     added, removed, changed, unchanged = config.diff(old, new)
     assert [s["name"] for s in added] == ["d"]
@@ -545,7 +547,7 @@ def test_same_service_in_both_formats_is_unchanged(tmp_path):
 def test_demo_board_round_trip():
     """scripts/examples/board.toml and board.conf: the same board, every service runnable."""
     examples = ROOT / "scripts" / "examples"
-    specs, groups = config.load([str(examples / "board.toml")])
+    specs, groups, _ = config.load([str(examples / "board.toml")])
     by_name = {spec["name"]: spec for spec in specs}
     assert list(by_name) == ["steady", "flaky", "follower", "worker"]
     assert groups["chain"]["strategy"] == "rest_for_one"
@@ -557,7 +559,7 @@ def test_demo_board_round_trip():
     assert worker["conditions"][0]["type"] == q.CONDHBEATMISSEDLOW
     for spec in specs:
         assert os.access(spec["argv"][0], os.X_OK), spec["argv"][0]
-    conf, conf_groups = config.load([str(examples / "board.conf")])
+    conf, conf_groups, _ = config.load([str(examples / "board.conf")])
     assert [spec["name"] for spec in conf] == list(by_name)
     assert conf_groups["chain"]["strategy"] == "cascade"  # a startup file cannot set one
     _added, _removed, changed, unchanged = config.diff(specs, conf)
@@ -588,3 +590,93 @@ def test_demo_worker_beats_with_hamtools(tmp_path):
         worker.kill()
         worker.wait()
     assert log.read_text().splitlines() == ["heartbeat worker"] * 3
+
+
+# ---- the trees of entities that are not services: the global entity, placeholders ------
+
+GLOBAL_AND_PLACEHOLDER = """
+[[global.condition]]
+name = "anydeath"
+type = "CONDDEATH"
+flags = ["HREARMAFTERRESTART"]
+
+[[global.condition.action]]
+name = "note"
+kind = "log"
+params = { message = "something died" }
+
+[placeholder.media]
+flags = ["HENTITYKEEPONDEATH"]
+
+[[placeholder.media.condition]]
+name = "ok"
+type = "CONDSTATE"
+from = 1
+to = 2
+
+[[placeholder.media.condition]]
+name = "died"
+type = "CONDDEATH"
+
+[[placeholder.media.condition.action]]
+name = "restart"
+kind = "restart"
+params = { line = "/usr/bin/mediaware" }
+"""
+
+
+def test_toml_global_conditions_and_placeholders(tmp_path):
+    path = write(tmp_path, "b.toml", GLOBAL_AND_PLACEHOLDER)
+    specs, groups, trees = config.load([path])
+    assert (specs, groups) == ([], {})
+    glob, media = trees
+    assert (glob["name"], glob["kind"], glob["flags"]) == (".__global", "global", 0)
+    assert glob["conditions"] == [{
+        "name": "anydeath", "type": q.CONDDEATH, "flags": q.HREARMAFTERRESTART, "source": f"{path}:2",
+        "actions": [{"name": "note", "kind": "log", "flags": 0, "fails": [],
+                     "params": {"message": "something died", "verbosity": 0, "prefix": 0}}]}]
+    assert (media["name"], media["kind"], media["flags"], media["source"]) == (
+        "media", "placeholder", q.HENTITYKEEPONDEATH, f"{path}:12")
+    ok, died = media["conditions"]
+    assert (ok["type"], ok["from"], ok["to"], ok["actions"]) == (q.CONDSTATE, 1, 2, [])
+    assert (died["type"], died["actions"][0]["kind"]) == (q.CONDDEATH, "restart")
+
+
+def test_global_conditions_from_several_files_are_one_entry(tmp_path):
+    first = write(tmp_path, "a.toml", '[[global.condition]]\nname = "a"\ntype = "CONDDEATH"\n')
+    second = write(tmp_path, "b.toml", '\n[[global.condition]]\nname = "b"\ntype = "CONDATTACH"\n')
+    _specs, _groups, trees = config.load([first, second])
+    assert [(c["name"], c["source"]) for c in trees[0]["conditions"]] == [("a", f"{first}:1"), ("b", f"{second}:2")]
+    again = write(tmp_path, "c.toml", '[[global.condition]]\nname = "a"\ntype = "CONDDETACH"\n')
+    with pytest.raises(ConfigError) as caught:
+        config.load([first, again])
+    assert str(caught.value) == f"{again}:1: global condition 'a' is defined twice (first at {first}:1)"
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[global]\nflags = ["HENTITYKEEPONDEATH"]\n', "b.toml:1: unknown key 'flags' in a global table (condition)"),
+    ('\n[[global.condition]]\nname = "r"\ntype = "CONDDEATH"\n[[global.condition.action]]\nname = "x"\n'
+     'kind = "restart"\nparams = { line = "/bin/true" }\n',
+     "b.toml:5: condition 'r' action 'x': restart belongs in a death condition of an entity"),
+    ('[[global.condition]]\nname = "s"\ntype = "CONDNOPE"\n', "b.toml:1: condition 's': unknown condition type 'CONDNOPE'"),
+    ('[placeholder.p]\nflags = ["HCONDNOWAIT"]\n', "b.toml:1: flags: unknown entity flag 'HCONDNOWAIT'"),
+    ('[placeholder.p]\ncommand = "/bin/true"\n', "b.toml:1: unknown key 'command' in a placeholder table (flags, condition)"),
+    ('\n\n[placeholder."a/b"]\n', "b.toml:3: placeholder: bad name 'a/b' (no '/', under 256 bytes)"),
+    ('[placeholder.p]\n[[placeholder.p.condition]]\nname = "c"\ntype = "CONDSTATE"\nflags = ["HBOGUS"]\n',
+     "b.toml:2: condition 'c': unknown condition flag 'HBOGUS'"),
+    ('placeholder = 3\n', "b.toml:1: placeholder must be a table of [placeholder.NAME] tables"),
+    ('[service.p]\ncommand = "/bin/true"\n[placeholder.p]\n', "b.toml:3: placeholder 'p' is defined twice (first at b.toml:1)"),
+    ('[placeholder.p]\n[service.w]\ncommand = "/bin/true"\nafter = ["p"]\n',
+     "b.toml:2: after: 'p' is a placeholder (at b.toml:1), not a service"),
+])
+def test_toml_bad_global_and_placeholder(tmp_path, text, message):
+    assert error(tmp_path, "b.toml", text) == message
+
+
+def test_the_readme_schema_tables_are_schema_markdowns():
+    """The README's key tables are exactly what the code generates: no row added by hand,
+    none missing, none stale."""
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("| key (TOML) | startup file |")
+    end = readme.index("\n\n", readme.index("| group key (TOML) |")) + 1
+    assert readme[start:end] == config.schema_markdown()

@@ -36,28 +36,25 @@ def boot(tmp_path, monkeypatch, hamtools_zip, clean_python):
     kill_leftovers(pids)
 
 
-@pytest.mark.parametrize("config", ["board.toml"])
-def test_the_demo_board_boots_and_rest_for_one_works(boot, config):
+@pytest.mark.parametrize("config, strategy", [("board.toml", "rest_for_one"), ("board.conf", "cascade")])
+def test_the_demo_board_boots_and_its_group_strategy_works(boot, config, strategy):
+    # a startup file defines no groups: its "chain" gets the default strategy, cascade
     done = boot(BOARD / config)
     assert done.returncode == 0, done.stderr
     names = {"steady", "flaky", "follower", "worker"}
     wait_for(lambda: {e["name"] for e in ham_status()["entities"] if e["run"] == "running"} >= names,
              what="every service running")
-    follower = entity_status("follower")["pid"]
-    # flaky segfaults 2 s after each start: rest_for_one restarts follower with it
-    wait_for(lambda: entity_status("follower")["pid"] not in (None, follower), timeout=15,
-             what="follower restarted with flaky")
-    assert entity_status("flaky")["restarts"] >= 1
+    assert ham_status()["groups"]["chain"]["strategy"] == strategy
     assert entity_status("worker")["heartbeat_state"] is not None
-
-
-def test_the_startup_file_board_boots(boot):
-    # a startup file defines no groups: its "chain" gets the default strategy, cascade
-    done = boot(BOARD / "board.conf")
-    assert done.returncode == 0, done.stderr
-    wait_for(lambda: {e["name"] for e in ham_status()["entities"] if e["run"] == "running"}
-             >= {"steady", "flaky", "follower", "worker"}, what="every service running")
+    follower = entity_status("follower")["pid"]
+    # flaky segfaults 2 s after each start
     wait_for(lambda: entity_status("flaky")["restarts"] >= 1, timeout=15, what="flaky restarted")
+    if strategy == "rest_for_one":  # follower, started after flaky, restarts with it
+        wait_for(lambda: entity_status("follower")["pid"] not in (None, follower), timeout=15,
+                 what="follower restarted with flaky")
+    else:  # cascade: one member failing, even again and again, restarts only itself
+        wait_for(lambda: entity_status("flaky")["restarts"] >= 2, timeout=15, what="flaky restarted twice")
+        assert entity_status("follower")["pid"] == follower
 
 
 def test_a_bad_configuration_starts_nothing(boot, tmp_path):
@@ -117,3 +114,72 @@ stdout = "file:{out}"
     assert out.read_text().split() == [f"cwd={tmp_path}", "foo=bar", "umask=0027", "entity=probe"]
     with open(f"/proc/{pid}/stat") as stat:
         assert int(stat.read().rsplit(")", 1)[1].split()[16]) == 5  # nice
+
+
+TREES = """
+[service.victim]
+command = "/bin/sleep 600"
+restart = "never"
+
+[[global.condition]]
+name = "anydeath"
+type = "CONDDEATH"
+flags = ["HREARMAFTERRESTART"]
+
+[[global.condition.action]]
+name = "mark"
+kind = "execute"
+params = {{ line = "/bin/touch {died}" }}
+flags = ["HREARMAFTERRESTART"]
+
+[placeholder.media]
+[[placeholder.media.condition]]
+name = "here"
+type = "CONDATTACH"
+
+[[placeholder.media.condition.action]]
+name = "mark"
+kind = "execute"
+params = {{ line = "/bin/touch {attached}" }}
+"""
+
+
+def test_global_conditions_and_placeholders_from_a_file_and_their_reload(boot, tmp_path, hamtools_zip,
+                                                                         clean_python):
+    died, attached, conf = tmp_path / "died", tmp_path / "attached", tmp_path / "trees.toml"
+    text = TREES.format(died=died, attached=attached)
+    conf.write_text(text + "\n[placeholder.spare]\n")
+    assert boot(conf).returncode == 0
+
+    def hamctl(*args):
+        return subprocess.run([clean_python, "-I", str(hamtools_zip), "hamctl", *args], env=boot.env,
+                              capture_output=True, text=True, timeout=30)
+
+    def global_conditions():
+        return {c["name"]: c for c in entity_status(".__global")["conditions"]}
+
+    assert entity_status("media")["type"] == entity_status("spare")["type"] == "placeholder"
+    os.kill(wait_for(lambda: entity_status("victim")["pid"]), signal.SIGKILL)
+    wait_for(died.exists, what="the global condition's action")
+    assert hamctl("attach", "media", "--", "/bin/sleep", "600").returncode == 0
+    wait_for(attached.exists, what="the placeholder's CONDATTACH action")
+    media = entity_status("media")["pid"]
+    # reload: the filled placeholder stays, the one the file dropped goes, the unchanged global
+    # condition keeps its count, a new one comes
+    conf.write_text(text + '\n[[global.condition]]\nname = "second"\ntype = "CONDDETACH"\n')
+    done = hamctl("reload")
+    assert done.returncode == 0, done.stderr
+    assert entity_status("spare") is None and entity_status("media")["pid"] == media
+    assert {name: c["fired"] for name, c in global_conditions().items()} == {"anydeath": 1, "second": 0}
+    # a name the API holds: refused at the file's line, nothing changed
+    from hamtools.ham import ham_condition_raise, ham_entity_handle
+
+    ham_condition_raise(ham_entity_handle(0, None), "api", 1, 0, 0, 0)
+    conf.write_text(text + '\n[[global.condition]]\nname = "api"\ntype = "CONDDETACH"\n')
+    refused = hamctl("reload")
+    line = text.count("\n") + 2  # the [[global.condition]] header after the blank line
+    assert refused.returncode == 1 and refused.stderr == (
+        f"hamctl: {conf}:{line}: global condition 'api': a condition of that name already exists "
+        "(made through the API or hamctl)\n")
+    assert set(global_conditions()) == {"anydeath", "second", "api"}
+    assert global_conditions()["api"]["type"] == "CONDRAISE"

@@ -85,3 +85,34 @@ def test_history_round_trips():
     history.streak = 2
     again = History.from_dict(history.to_dict())
     assert (again.restarts, again.streak, again.started) == ([5.0], 2, 5.0)
+
+
+def test_a_new_ham_in_the_same_boot_resumes_history_and_the_rest_of_a_backoff():
+    history = History()
+    started(history, 10.0, True)
+    history.streak = 3
+    data = policy.saved(history, {"until": 50.0, "delay": 8.0, "safe": 2.5}, boot="b1")
+    again, left, safe = policy.restored(data, "b1", now=47.0)  # 5 of its 8 s passed meanwhile
+    assert (again.restarts, again.streak, again.started) == ([10.0], 3, 10.0)
+    assert (left, safe) == (3.0, 2.5)
+    assert policy.restored(data, "b1", now=60.0)[1] == 0.0  # it ran out while no ham watched
+    # a deadline further away than the delay it was given (a corrupt or foreign file): never
+    # more than the delay, so a restart can be late but not lost
+    assert policy.restored(data, "b1", now=-1000.0)[1] == 8.0
+
+
+def test_after_a_reboot_the_history_is_forgiven_and_a_backoff_is_over():
+    history = History()
+    started(history, 10.0, True)
+    history.streak = 4
+    data = policy.saved(history, {"until": 500.0, "delay": 30.0, "safe": None}, boot="before")
+    again, left, safe = policy.restored(data, "after", now=3.0)  # monotonic restarted at boot
+    assert (again.restarts, again.streak, again.started, left, safe) == ([], 0, None, 0.0, None)
+    quiet = policy.saved(history, None, boot="before")
+    assert policy.restored(quiet, "after", now=3.0)[1] is None  # no backoff: nothing due
+
+
+def test_nothing_saved_is_a_fresh_start():
+    again, left, safe = policy.restored(None, "b1", now=5.0)
+    assert (again.restarts, again.streak, again.started, left, safe) == ([], 0, None, None, None)
+    assert policy.restored(policy.saved(History(), None, "b1"), "b1", 5.0)[1] is None

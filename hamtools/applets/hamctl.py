@@ -150,18 +150,36 @@ def set_(name: str = cli.typer.Argument(..., metavar="ENTITY"),
                                                   help="TOML service keys, e.g. restart=on-failure max_restarts=10")):
     """Set restart policy and attributes of an entity ham started (the configuration's keys);
     they apply from its next death or start. A reload brings back what a file says."""
-    values = {}
-    for item in settings:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise AppletError(f"set: {item!r} is not KEY=VALUE", EXIT_USAGE)
-        try:
-            values[key] = json.loads(value) if value[:1] in "[{" else value
-        except ValueError:
-            raise AppletError(f"set: {key}: {value!r} is not valid JSON", EXIT_USAGE) from None
+    values = _settings("set", settings)
     spec = _call("ham_service_set", name, **values)
     print(" ".join(f"{k}={spec[k]}" for k in values if k in spec))
     return 0
+
+
+@app.command("set-group")
+def set_group(name: str = cli.typer.Argument(..., metavar="GROUP"),
+              settings: list[str] = cli.typer.Argument(..., metavar="KEY=VALUE...",
+                                                       help="TOML group keys: strategy=one_for_all window=30s")):
+    """Set a service group's policy (the TOML [group.NAME] keys); it applies from the next
+    failure of a member. A reload brings back what a file says of a group it mentions."""
+    values = _settings("set-group", settings)
+    group = _call("ham_group_set", name, **values)
+    print(" ".join(f"{k}={group[k]}" for k in values if k in group))
+    return 0
+
+
+def _settings(command: str, items: list[str]) -> dict:
+    """KEY=VALUE words: the value as text, or JSON when it starts a list or a table."""
+    values = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise AppletError(f"{command}: {item!r} is not KEY=VALUE", EXIT_USAGE)
+        try:
+            values[key] = json.loads(value) if value[:1] in "[{" else value
+        except ValueError:
+            raise AppletError(f"{command}: {key}: {value!r} is not valid JSON", EXIT_USAGE) from None
+    return values
 
 
 @app.command()
@@ -215,15 +233,47 @@ def detach(name: str = cli.typer.Argument(..., metavar="NAME")):
 @app.command()
 def condition(entity: str, name: str,
               ctype: str = cli.typer.Argument(..., metavar="TYPE", help="death, abnormaldeath, detach, restart, "
-                                              "hbeatmissedlow, hbeatmissedhigh, attach, any (QNX names work too)"),
-              flag: list[str] = cli.typer.Option([], "--flag", help="QNX condition flags, e.g. HREARMAFTERRESTART")):
-    """Add a condition to an entity (QNX ham_condition)."""
+                                              "hbeatmissedlow, hbeatmissedhigh, attach, state, raise, any "
+                                              "(QNX names work too)"),
+              flag: list[str] = cli.typer.Option([], "--flag", help="QNX condition flags, e.g. HREARMAFTERRESTART; "
+                                                 "state: HCONDSTATEFROMSET, HCONDSTATETOSET, ...INV"),
+              from_: str = cli.typer.Option(None, "--from", metavar="N", help="state: the state it leaves "
+                                            "(0: any; with HCONDSTATEFROMSET a bitmask, 0x.. works)"),
+              to: str = cli.typer.Option(None, "--to", metavar="N", help="state: the state it enters (as --from)"),
+              rtype: str = cli.typer.Option(None, "--type", metavar="N", help="raise: the type (0: any)"),
+              rclass: str = cli.typer.Option(None, "--class", metavar="N", help="raise: the class (0: any)"),
+              severity: str = cli.typer.Option(None, "--severity", metavar="N", help="raise: the severity (0: any)")):
+    """Add a condition to an entity (QNX ham_condition, ham_condition_state, ham_condition_raise)."""
     key = ctype.lower().removeprefix("cond")
-    if key not in CONDITION_TYPES or key in ("state", "raise"):
-        raise AppletError(f"condition type {ctype!r}: use {', '.join(k for k in CONDITION_TYPES if k not in ('state', 'raise'))}",
-                          EXIT_USAGE)
-    _call("ham_condition", _handle(entity), CONDITION_TYPES[key], name, _flags(flag, q.CONDITION_FLAG_NAMES))
+    if key not in CONDITION_TYPES:
+        raise AppletError(f"condition type {ctype!r}: use {', '.join(CONDITION_TYPES)}", EXIT_USAGE)
+    flags = _flags(flag, q.CONDITION_FLAG_NAMES)
+    given = {"--from": from_, "--to": to, "--type": rtype, "--class": rclass, "--severity": severity}
+    takes = {"state": ("--from", "--to"), "raise": ("--type", "--class", "--severity")}.get(key, ())
+    stray = [option for option, value in given.items() if value is not None and option not in takes]
+    if stray:
+        raise AppletError(f"condition {key}: {', '.join(stray)} belong to "
+                          + ("state (--from, --to)" if stray[0] in ("--from", "--to")
+                             else "raise (--type, --class, --severity)"), EXIT_USAGE)
+    values = [_number(option, given[option]) for option in takes]
+    if key == "state":
+        _call("ham_condition_state", _handle(entity), name, *values, flags)
+    elif key == "raise":
+        _call("ham_condition_raise", _handle(entity), name, *values, flags)
+    else:
+        _call("ham_condition", _handle(entity), CONDITION_TYPES[key], name, flags)
     return 0
+
+
+def _number(option: str, text: str | None) -> int:
+    """An option's number: decimal, or 0x.. / 0b.. (state bitmasks); absent: 0 (any)."""
+    try:
+        value = 0 if text is None else int(text, 0)
+    except ValueError:
+        raise AppletError(f"{option} {text!r}: not a number", EXIT_USAGE) from None
+    if value < 0:
+        raise AppletError(f"{option} {text!r}: must not be negative", EXIT_USAGE)
+    return value
 
 
 ACTION_USAGE = ("restart LINE | execute LINE [TIMEOUT] | waitfor MS [PATH] | notify_pulse PID CHID CODE VALUE | "
@@ -305,9 +355,12 @@ def disable(path: str, recursive: bool = cli.typer.Option(False, "--recursive", 
 
 @app.command()
 def remove(path: str):
-    """Remove a condition, an action, or an action-fail item (an entity goes by detach)."""
+    """Remove an entity from monitoring (a placeholder goes; a process runs on, as after
+    detach), a condition, an action, or an action-fail item."""
     depth = len([p for p in path.strip("/").split("/") if p])
-    if depth == 2:
+    if depth == 1:
+        _call("ham_entity_remove", _handle(path), 0)
+    elif depth == 2:
         _call("ham_condition_remove", _handle(path), 0)
     elif depth == 3:
         _call("ham_action_remove", _handle(path), 0)
@@ -315,7 +368,7 @@ def remove(path: str):
         head, item = path.strip("/").rsplit("/", 1)
         _call("ham_action_fail_remove", _handle(head), item, 0)
     else:
-        raise AppletError(f"{path}: give entity/condition[/action[/fail]] (an entity goes by detach)", EXIT_USAGE)
+        raise AppletError(f"{path}: give entity[/condition[/action[/fail]]]", EXIT_USAGE)
     return 0
 
 

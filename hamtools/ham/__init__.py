@@ -181,6 +181,14 @@ def ham_entity(ename: str, nd: int, flags: int) -> Handle:
     return Handle(ename)
 
 
+def ham_entity_remove(ehdl: Handle, flags: int = 0) -> None:
+    """hamtools extension (SPEC §3's removal, for entities): take the entity out of
+    monitoring. A placeholder goes; an entity with a process is detached as by ham_detach
+    (CONDDETACH fires, the process runs on). EINVAL for the global entity and for a service a
+    configuration file defines (remove it there and reload)."""
+    _call("remove", {"path": _path(ehdl)})
+
+
 def ham_entity_node(ename: str, nodename: str | None, flags: int) -> Handle:
     _node(nodename)
     return ham_entity(ename, ND_LOCAL_NODE, flags)
@@ -438,6 +446,13 @@ def ham_reload() -> dict:
 def ham_service_set(ename: str, **settings) -> dict:
     """hamtools extension: set restart policy and service attributes of an entity ham started
     (keys and values as in a TOML [service.NAME] table: restart="on-failure",
-    max_restarts=10, backoff_max="5s", kill_signal="SIGABRT", user="www", cwd="/srv", ...).
+    max_restarts=10, backoff_max="5s", kill_signal="SIGABRT", uid="www", cwd="/srv", ...).
     They apply from its next death or start. Returns the whole validated spec."""
     return _call("service_set", {"name": ename, "settings": settings})
+
+
+def ham_group_set(gname: str, **settings) -> dict:
+    """hamtools extension: set a service group's policy (keys and values as in a TOML
+    [group.NAME] table: strategy="one_for_all", window="30s"). They apply from the next
+    failure of a member. Returns the group's settings."""
+    return _call("group_set", {"name": gname, "settings": settings})

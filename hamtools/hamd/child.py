@@ -1,11 +1,13 @@
 """A service's process: started with every attribute of its spec, stopped with escalation.
 
 start() uses posix_spawn (hamtools.core.proc.spawn: fast, where a fork would copy all of ham)
-unless the spec asks for something posix_spawn cannot do — another uid or gid, cwd, umask,
+unless the spec asks for something posix_spawn cannot do — a uid or gid (even ham's own: the
+groups must be that user's), cwd, umask,
 rlimits, nice, CPU affinity, a cgroup — and then fork+exec through subprocess.Popen with a
 preexec_fn (safe: ham is single-threaded). In the child, before exec, in this order, because
 each step may need a privilege a later one drops: join the cgroup, rlimits, nice, scheduling,
-CPU affinity, umask, cwd, supplementary groups (the user's own, never ham's), gid, uid last.
+CPU affinity, umask, cwd, supplementary groups (the user's own, or none for a gid alone;
+never ham's), gid, uid last.
 
 Either way the child leads its own process group, has an empty signal mask and default
 dispositions for every signal, ham's environment + the spec's env + extra_env +
@@ -110,21 +112,31 @@ def _rlimit_step(name: str, soft, hard) -> tuple:
 
 
 def _identity_steps(uid: int | None, gid: int | None) -> list:
-    """setgroups, setgid, setuid: only what differs from ham's own identity."""
-    if uid is not None and uid != os.geteuid():
+    """setgroups, setgid, setuid to the service's identity, whatever ham's own: a user's
+    supplementary groups are that user's (a bare uid has none), a gid alone comes with none;
+    ham's never leak, even to a service running as ham's uid. A step that would change
+    nothing is left out only when ham is not root (it could not take it), so such a ham can
+    still run a service as itself."""
+    if uid is None and gid is None:
+        return []
+    groups: list[int] = []
+    if uid is not None:
         try:
             user = pwd.getpwuid(uid)
         except KeyError:  # a bare number: no groups of its own; its group is its number
-            groups, gid = [], uid if gid is None else gid
+            gid = uid if gid is None else gid
         else:
             gid = user.pw_gid if gid is None else gid
             groups = os.getgrouplist(user.pw_name, gid)
-        return [(f"setgroups {groups}", True, lambda: os.setgroups(groups)),
-                (f"setgid {gid}", True, lambda: os.setresgid(gid, gid, gid)),
-                (f"setuid {uid}", True, lambda: os.setresuid(uid, uid, uid))]
-    if gid is not None and gid != os.getegid():
-        return [(f"setgid {gid}", True, lambda: os.setresgid(gid, gid, gid))]
-    return []
+    root = os.geteuid() == 0
+    steps = []
+    if root or sorted(set(os.getgroups())) != sorted(set(groups)):
+        steps.append((f"setgroups {groups}", True, lambda: os.setgroups(groups)))
+    if root or os.getresgid() != (gid, gid, gid):
+        steps.append((f"setgid {gid}", True, lambda: os.setresgid(gid, gid, gid)))
+    if uid is not None and (root or os.getresuid() != (uid, uid, uid)):
+        steps.append((f"setuid {uid}", True, lambda: os.setresuid(uid, uid, uid)))
+    return steps
 
 
 def _write_self(path: str) -> None:

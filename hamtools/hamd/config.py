@@ -1,18 +1,23 @@
 """Configuration files -> validated service specs (hamtools.hamd.service) and groups.
 
 Two formats, one model: a path ending in .toml is TOML ([service.NAME] or [[service]]
-tables, [group.NAME] tables, [[service.NAME.condition]] QNX trees); anything else is seed
-001's startup file, one service per line: `VAR=value ... /path/prog args`. load() reads all
-the files and checks what spans them (unique names, AFTER targets, no start-order cycles):
-it returns everything or raises the first ConfigError (`FILE:LINE: message`), so a bad
-config starts nothing. diff() tells a reload what changed.
+tables, [group.NAME] tables, [[service.NAME.condition]] QNX trees, and the trees of entities
+that are not services: [[global.condition]] on the global entity, [placeholder.NAME] for
+QNX's ham_entity); anything else is seed 001's startup file, one service per line:
+`VAR=value ... /path/prog args`. load() reads all the files and checks what spans them
+(unique names, AFTER targets, no start-order cycles): it returns everything or raises the
+first ConfigError (`FILE:LINE: message`), so a bad config starts nothing. diff() tells a
+reload what changed.
+
+Adopting a running process by pid (ham_attach with a pid) has no file form: at boot no pid
+is known in advance, and a pid written in a file would name whatever process holds it then.
 """
 
 import os
 import signal
 
 from hamtools.core import words
-from hamtools.hamd import service
+from hamtools.hamd import model, service
 from hamtools.hamd.service import ConfigError
 
 # Seed 001's special variables; any other VAR=value goes into the service's environment.
@@ -26,34 +31,67 @@ STARTUP_VARS = {
 STARTUP_SPELLING = {key: var for var, key in STARTUP_VARS.items()}
 
 
-def load(paths: list[str]) -> tuple[list[dict], dict[str, dict]]:
-    """(specs in file order, groups by name) from the files, or ConfigError."""
+def load(paths: list[str]) -> tuple[list[dict], dict[str, dict], list[dict]]:
+    """(specs in file order, groups by name, entity trees) from the files, or ConfigError.
+    The entity trees are the global entity's (all files' conditions in one entry, first) and
+    the placeholders: {"name", "kind", "flags", "conditions", "source"}, each global
+    condition with its own "source"."""
     specs: list[dict] = []
     spelling: dict[str, dict] = {}  # service name -> how its file spells keys (for messages)
     groups: dict[str, dict] = {}
+    placeholders: list[dict] = []
+    global_conditions: list[dict] = []
     for path in paths:
         text = _read(path)
         if path.endswith(".toml"):
-            found, found_groups = _load_toml(path, text)
+            found, found_groups, trees = _load_toml(path, text)
             for name, group in found_groups.items():
                 if name in groups:
                     raise ConfigError(group["source"], f"group {name!r} is defined twice "
                                                        f"(first at {groups[name]['source']})")
                 groups[name] = group
         else:
-            found = _load_startup(path, text)
+            found, trees = _load_startup(path, text), []
         for spec in found:
-            first = next((s for s in specs if s["name"] == spec["name"]), None)
-            if first is not None:
-                raise ConfigError(spec["source"], f"service {spec['name']!r} is defined twice "
-                                                  f"(first at {first['source']})")
+            _unique(spec, specs, placeholders)
             specs.append(spec)
             spelling[spec["name"]] = {} if path.endswith(".toml") else STARTUP_SPELLING
+        for tree in trees:
+            if tree["kind"] == "placeholder":
+                _unique(tree, specs, placeholders)
+                placeholders.append(tree)
+                continue
+            for cond in tree["conditions"]:
+                first = next((c for c in global_conditions if c["name"] == cond["name"]), None)
+                if first is not None:
+                    raise ConfigError(cond["source"], f"global condition {cond['name']!r} is defined "
+                                                      f"twice (first at {first['source']})")
+                global_conditions.append(cond)
+    for spec in specs:  # a service AFTER a placeholder: a placeholder is never started
+        for name in spec["after"]:
+            holder = next((p for p in placeholders if p["name"] == name), None)
+            if holder is not None:
+                raise ConfigError(spec["source"], f"{spelling[spec['name']].get('after', 'after')}: "
+                                                  f"{name!r} is a placeholder (at {holder['source']}), "
+                                                  "not a service")
     _check_order(specs, spelling)
     for spec in specs:  # every group a service names exists, with default settings if need be
         if spec["group"] is not None and spec["group"] not in groups:
             groups[spec["group"]] = service.default_group(spec["source"])
-    return specs, groups
+    trees = placeholders
+    if global_conditions:
+        trees = [{"name": model.GLOBAL, "kind": "global", "flags": 0, "conditions": global_conditions,
+                  "source": global_conditions[0]["source"]}] + placeholders
+    return specs, groups, trees
+
+
+def _unique(item: dict, specs: list[dict], placeholders: list[dict]) -> None:
+    """Services and placeholders share one name space (entities), across all files."""
+    first = next((s for s in specs + placeholders if s["name"] == item["name"]), None)
+    if first is not None:
+        what = "placeholder" if item.get("kind") == "placeholder" else "service"
+        raise ConfigError(item["source"], f"{what} {item['name']!r} is defined twice "
+                                          f"(first at {first['source']})")
 
 
 def diff(old: list[dict], new: list[dict]) -> tuple[list, list, list, list]:
@@ -228,8 +266,8 @@ def _load_toml(path: str, text: str) -> tuple[list[dict], dict[str, dict]]:
         return f"{path}:{_line_of(headers, keys)}"
 
     for key in data:
-        if key not in ("service", "group"):
-            raise ConfigError(where((key,)), f"unknown table {key!r} (service or group)")
+        if key not in ("service", "group", "global", "placeholder"):
+            raise ConfigError(where((key,)), f"unknown table {key!r} (service, group, global or placeholder)")
     tables = data.get("service", {})
     if isinstance(tables, dict):
         found = [(("service", name), name, table) for name, table in tables.items()]
@@ -252,7 +290,27 @@ def _load_toml(path: str, text: str) -> tuple[list[dict], dict[str, dict]]:
     groups = data.get("group", {})
     if not isinstance(groups, dict):
         raise ConfigError(where(("group",)), "group must be a table")
-    return specs, service.validate_groups(groups, {name: where(("group", name)) for name in groups})
+    groups = service.validate_groups(groups, {name: where(("group", name)) for name in groups})
+    return specs, groups, _entity_tables(data, where)
+
+
+def _entity_tables(data: dict, where) -> list[dict]:
+    """[global] (its conditions) and [placeholder.NAME] tables: entity trees, validated."""
+    trees = []
+    if "global" in data:
+        tree = service.validate_entity(data["global"], "global", model.GLOBAL, where(("global",)),
+                                       where=lambda sub: where(("global",) + sub))
+        for index, cond in enumerate(tree["conditions"]):
+            cond["source"] = where(("global", "condition", index))
+        trees.append(tree)
+    tables = data.get("placeholder", {})
+    if not isinstance(tables, dict):
+        raise ConfigError(where(("placeholder",)), "placeholder must be a table of [placeholder.NAME] tables")
+    for name, table in tables.items():
+        keys = ("placeholder", name)
+        trees.append(service.validate_entity(table, "placeholder", name, where(keys),
+                                             where=lambda sub, keys=keys: where(keys + sub)))
+    return trees
 
 
 def _syntax_error(path: str, text: str, message: str) -> ConfigError:

@@ -55,6 +55,8 @@ class Ham:
         if problem:
             log(0, problem)
         self.ham_failures = int(meta.get("ham_failures", 0))
+        groups = meta.get("groups")  # service groups' settings, for hamd.services
+        self.saved_groups = groups if isinstance(groups, dict) else {}
         self.started = self.clock.time()
         self.journal = Journal(os.path.join(runtime_dir, "events.jsonl"), self.clock)
         self.manager = None  # a service manager over ham (hamd.managed), if one gave NOTIFY_SOCKET
@@ -116,6 +118,8 @@ class Ham:
         self._reap()
         if loaded is not None:
             self.services.apply(*loaded)
+        elif self._services is not None:  # no files this time: saved services still start in order
+            self._services.start_ready()
         self.save()
         trim_heap()
         self.log(1, f"ham started, pid {os.getpid()}, {len(self.model.entities) - 1} entities")
@@ -123,11 +127,14 @@ class Ham:
             self.manager.started(self.loop, f"{len(self.model.entities) - 1} entities")
 
     def _resume(self) -> None:
-        """Re-adopt what an earlier ham left running; handle deaths it did not see."""
-        missed, interrupted = [], []
+        """Re-adopt what an earlier ham left running; handle deaths it did not see; services
+        go on where it left them (backoffs, restart history, what ham wants of them)."""
+        missed, interrupted, services = [], [], []
         for entity in list(self.model.entities.values()):
             if entity.kind in ("global", "placeholder"):
                 continue
+            if entity.service is not None:
+                services.append(entity)
             if entity.pid is None:
                 if entity.episode and entity.service is None:
                     interrupted.append(entity)
@@ -144,16 +151,20 @@ class Ham:
                 self.log(1, f"Re-adopted {entity.name} (pid {entity.pid})")
             else:
                 missed.append(entity)
+        for entity in services:  # their policy's memory first: a missed death needs it
+            self.services.resume(entity, running=entity.pid is not None and entity not in missed)
         for entity in missed:
             self.log(1, f"{entity.name} (pid {entity.pid}) died while no ham watched it")
             self.engine.entity_died(entity, None)
+            if entity.service is not None:
+                self.services.died(entity, None)
         for entity in interrupted:
             self.engine.resume_episode(entity)
 
     def _load_config(self):
         from hamtools.hamd import config
 
-        return config.load(self.config_paths)
+        return config.load(self.config_paths)  # specs, groups, trees
 
     def reload(self) -> dict:
         """hamctl reload / SIGHUP: apply the configuration files again. A bad file changes
@@ -326,6 +337,9 @@ class Ham:
         self._save_timer = None
         meta = {"ham_failures": self.ham_failures, "verbosity": self.engine.verbosity,
                 "ham_pid": os.getpid(), "saved": self.clock.time()}
+        if self._services is not None:
+            self._services.remember()  # restart histories and pending backoffs, into the entities
+            meta["groups"] = self._services.groups
         try:
             self.store.save(self.model, meta)
         except OSError as err:
@@ -346,6 +360,7 @@ class Ham:
             "verbosity": self.engine.verbosity,
             "started": self.started,
             "entities": [_entity_status(e) for e in self.model.entities.values()],
+            "groups": {} if self._services is None else self._services.groups,
             "watchdog": self.watchdog.status() if self.watchdog is not None else None,
         }
 
@@ -357,7 +372,7 @@ def _entity_status(entity: Entity) -> dict:
     return {
         "name": entity.name, "type": entity.kind, "pid": entity.pid, "run": run,
         "state": entity.state, "ready": entity.ready if entity.service is not None else None,
-        "service": entity.service is not None,
+        "service": entity.service is not None, "want": entity.want if entity.service is not None else None,
         "heartbeat_state": entity.hb_state if entity.heartbeat else None,
         "restarts": entity.restarts, "deaths": entity.deaths, "enabled": entity.enabled,
         "beats": entity.beats,

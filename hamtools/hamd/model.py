@@ -113,6 +113,8 @@ class Condition(Record):
         ("params", dict),  # CONDSTATE: from/to; CONDRAISE: rtype/rclass/rseverity
         ("actions", dict),  # name -> Action, in insertion order
         ("fired", 0),
+        ("config", None),  # made by a configuration file: its normalised entry (a reload
+        #                    compares with it); None: made through the API
     )
     __slots__ = tuple(name for name, _ in FIELDS)
 
@@ -137,15 +139,19 @@ class Condition(Record):
         return all(w == 0 or w == got for w, got in zip(wanted, (rtype, rclass, rseverity)))
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "type": self.type, "flags": self.flags, "enabled": self.enabled,
+        data = {"name": self.name, "type": self.type, "flags": self.flags, "enabled": self.enabled,
                 "params": self.params, "fired": self.fired,
                 "actions": [a.to_dict() for a in self.actions.values()]}
+        if self.config is not None:
+            data["config"] = self.config
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "Condition":
         actions = {a["name"]: Action.from_dict(a) for a in data.get("actions", [])}
         return cls(data["name"], int(data["type"]), int(data["flags"]), bool(data["enabled"]),
-                   dict(data.get("params", {})), actions, int(data.get("fired", 0)))
+                   dict(data.get("params", {})), actions, int(data.get("fired", 0)),
+                   data.get("config"))
 
 
 def _state_matches(spec: int, value: int, flags: int, set_flag: int, inv_flag: int) -> bool:
@@ -177,6 +183,12 @@ class Entity(Record):
         ("spawned", False),  # our child (exit status available), not adopted
         ("attach_fires", False),  # a placeholder being filled: CONDATTACH fires (not persisted)
         ("service", None),  # the spec (hamtools.hamd.service) when configured as a service
+        ("want", "up"),  # a service: what ham wants of it, up or down (s6's "want"), apart
+        #                  from what it is (run); only an operator and the end of its policy
+        #                  change it
+        ("policy", None),  # a service: its restart history and pending backoff, as
+        #                    hamtools.hamd.policy.saved() writes them (for the next ham)
+        ("config", None),  # a placeholder a configuration file made: its normalised entry
         ("ready", False),  # a service that has become ready (not persisted: re-established)
         ("episode", False),  # between a death and the end of its handling (persisted: a ham
         #                      started meanwhile finishes it)
@@ -198,7 +210,8 @@ class Entity(Record):
     def to_dict(self) -> dict:
         keys = ("name", "kind", "flags", "enabled", "pid", "start", "argv", "uid", "gid", "state",
                 "hb_period", "hpdl", "hpdh", "hb_state", "run", "created", "last_death",
-                "restarted", "restarts", "deaths", "spawned", "service", "episode")
+                "restarted", "restarts", "deaths", "spawned", "service", "want", "policy", "config",
+                "episode")
         data = {key: getattr(self, key) for key in keys}
         data["conditions"] = [c.to_dict() for c in self.conditions.values()]
         return data
@@ -223,6 +236,9 @@ class Entity(Record):
         entity.spawned = bool(data.get("spawned", False))
         entity.episode = bool(data.get("episode", False))
         entity.service = data.get("service")
+        entity.want = "down" if data.get("want") == "down" else "up"
+        entity.policy = data.get("policy")
+        entity.config = data.get("config")
         entity.conditions = {c["name"]: Condition.from_dict(c) for c in data.get("conditions", [])}
         return entity
 

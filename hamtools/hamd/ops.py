@@ -280,7 +280,8 @@ class Requests:
         parts = self._split_path(_text(args, "path"), None)
         entity = self.model.entity(parts[0])
         if len(parts) == 1:
-            raise HamError(errno.EINVAL, "an entity is removed by detaching it")
+            self._remove_entity(conn, entity)
+            return None
         cond = self.model.condition(*parts[:2])
         if len(parts) == 2:
             self._require(self._owns(conn, entity), f"remove {args['path']!r}")
@@ -297,6 +298,23 @@ class Requests:
                 raise HamError(errno.ENOENT, f"no action-fail {args['path']!r}")
         self.ham.changed()
         return None
+
+    def _remove_entity(self, conn, entity: Entity) -> None:
+        """Out of monitoring (SPEC §3's removal of an entity): a placeholder goes; a process
+        goes on running, as after ham_detach (CONDDETACH fires)."""
+        if entity.kind == "global":
+            raise HamError(errno.EINVAL, "the global entity cannot be removed")
+        self._require(self._owns(conn, entity), f"remove {entity.name!r}")
+        if entity.service is not None and entity.service["source"] != self.ham.services.SET_SOURCE:
+            raise HamError(errno.EINVAL, f"{entity.name!r} is a service of {entity.service['source']}: "
+                                         "remove it there and reload")
+        if entity.kind == "placeholder":
+            self.engine.remove_entity(entity, why="removed")
+        else:
+            self.engine.detached(entity)
+            self.ham.forget(entity)
+        if entity.service is not None:
+            self.ham.services.forget(entity.name)
 
     def op_control(self, conn, args):
         path = _text(args, "path")
@@ -336,11 +354,11 @@ class Requests:
             raise HamError(errno.EINVAL, f"{entity.name!r} was not started by ham: it has no command")
         services = self.ham.services
         if command == "stop":
-            services.stop(entity)
+            services.operator_stop(entity)
         elif command == "start":
             if entity.pid is not None:
                 raise HamError(errno.EBUSY, f"{entity.name!r} is running (pid {entity.pid})")
-            services.start(entity)
+            services.operator_start(entity)
         elif command == "restart":
             services._restart_now(entity, why="hamctl restart")
         else:
@@ -360,6 +378,19 @@ class Requests:
         except ValueError as bad:
             raise HamError(errno.EINVAL, str(bad)) from None
         return {k: v for k, v in spec.items() if k not in ("conditions", "source")}
+
+    def op_group_set(self, conn, args):
+        """A service group's strategy and window (the third way to set them, besides a file)."""
+        name = _text(args, "name")
+        self._require(self._may_administer(conn), f"set the policy of group {name!r}")
+        settings = args.get("settings")
+        if not isinstance(settings, dict) or not settings:
+            raise HamError(errno.EINVAL, "settings must be a non-empty object")
+        try:
+            group = self.ham.services.set_group(name, settings)
+        except ValueError as bad:
+            raise HamError(errno.EINVAL, str(bad)) from None
+        return {k: v for k, v in group.items() if k != "source"}
 
     def op_reload(self, conn, args):
         self._require(self._may_administer(conn), "reload ham's configuration")

@@ -6,7 +6,8 @@ uptime), whether the restart intensity (max restarts in a window) is exceeded an
 (log, stop, escalate to the group, reboot, exec: never a silent dead end), and whether the new
 incarnation starts in seed 001's safe mode. Groups decide who else restarts: seed 001's
 cascade (members restart alone, but a second failure within the window restarts them all),
-OTP's one_for_all and rest_for_one.
+OTP's one_for_all and rest_for_one. saved() and restored() carry a service's history and a
+pending backoff over a restart of ham.
 """
 
 CLEAN = "clean"  # exit code 0 (or a stop we asked for)
@@ -78,6 +79,36 @@ def started(history: History, now: float, when_restarted: bool) -> None:
     history.started = now
     if when_restarted:
         history.restarts.append(now)
+
+
+def saved(history: History, backoff: dict | None, boot: str) -> dict:
+    """What ham persists of a service's policy: its history and its pending backoff
+    ({"until": monotonic deadline, "delay": the delay it was given, "safe": safe-mode uptime
+    or None}), tagged with the boot (the kernel's boot_id) their monotonic times belong to."""
+    return {"boot": boot, "history": history.to_dict(), "backoff": backoff}
+
+
+def restored(data: dict | None, boot: str, now: float) -> tuple[History, float | None, float | None]:
+    """(history, seconds left of a pending backoff or None, its safe-mode uptime) for a new ham
+    at monotonic time now, from what saved() wrote.
+
+    The times are CLOCK_MONOTONIC's. Within one boot (a takeover, a crash, `hamctl stop` and
+    `ham` again) that clock kept counting while no ham ran and no wall-clock step (NTP, a board
+    without an RTC starting in 1970) moved it, so the history is exact and a backoff goes on
+    with what is left of it, the time ham was down included (never more than its delay). After
+    a reboot that clock started again and nothing is left to resume: the boot outlasted any
+    backoff, which is over (the restart is due now), and the history is forgiven, so each boot
+    has the whole restart intensity (carried over, on_limit = reboot would loop)."""
+    if not isinstance(data, dict):
+        return History(), None, None
+    backoff = data.get("backoff")
+    if data.get("boot") != boot:
+        return History(), (None if backoff is None else 0.0), None
+    history = History.from_dict(data.get("history") or {})
+    if backoff is None:
+        return history, None, None
+    left = min(float(backoff["delay"]), max(0.0, float(backoff["until"]) - now))
+    return history, left, backoff.get("safe")
 
 
 def safe_mode(spec: dict, argv: list[str], uptime: float) -> tuple[list[str], dict]:

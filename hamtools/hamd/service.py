@@ -447,9 +447,9 @@ def _tables(value, what: str) -> list[dict]:
     return items
 
 
-def _conditions(value, ename: str) -> list[dict]:
+def _conditions(value, ename: str, kind: str = "attached") -> list[dict]:
     """Normalise QNX condition trees, held to the model's rules on a scratch entity."""
-    tree, entity = model.Model(), model.Entity(ename)
+    tree, entity = model.Model(), model.Entity(ename, kind)
     conditions = []
     for index, raw in enumerate(_tables(value, "condition")):
         try:
@@ -595,6 +595,8 @@ def validate(raw: dict, source: str, spelling: dict[str, str] | None = None, whe
         fail("backoff_max is below backoff_initial")
     if (spec["on_limit"] == "exec") != (spec["on_limit_command"] is not None):
         fail("on_limit_command goes with on_limit = exec, and only with it")
+    if spec["on_limit"] == "escalate" and spec["group"] is None:
+        fail(f"on_limit = escalate restarts the service's group: set {label('group')} too")
     if spec["name"] in spec["after"]:
         fail(f"{label('after')}: {spec['name']!r} cannot start after itself")
     if "condition" in raw:
@@ -606,6 +608,37 @@ def validate(raw: dict, source: str, spelling: dict[str, str] | None = None, whe
             fail(f"condition: {err}")
     spec["source"] = source
     return spec
+
+
+ENTITY_TABLES = {"global": ("condition",), "placeholder": ("flags", "condition")}
+
+
+def validate_entity(raw, kind: str, name: str, source: str, where=None) -> dict:
+    """The global entity's conditions, or a placeholder (QNX ham_entity: conditions and
+    actions waiting for a process to attach), from a TOML table:
+    {"name", "kind", "flags", "conditions", "source"}, or ConfigError."""
+    if not isinstance(raw, dict):
+        raise ConfigError(source, f"{kind} must be a table, not {_kind(raw)}")
+    allowed = ENTITY_TABLES[kind]
+    for key in raw:
+        if key not in allowed:
+            raise ConfigError(source, f"unknown key {key!r} in a {kind} table ({', '.join(allowed)})")
+    if kind == "placeholder":
+        try:
+            _name(name)
+        except ValueError as err:
+            raise ConfigError(source, f"placeholder: {err}") from None
+    try:
+        flags = _qnx_flags(raw.get("flags", []), q.ENTITY_FLAG_NAMES, "entity flag")
+    except ValueError as err:
+        raise ConfigError(source, f"flags: {err}") from None
+    try:
+        conditions = _conditions(raw.get("condition", []), name, kind)
+    except _TreeError as err:
+        raise ConfigError(where(err.path) if where else source, str(err)) from None
+    except ValueError as err:
+        raise ConfigError(source, f"condition: {err}") from None
+    return {"name": name, "kind": kind, "flags": flags, "conditions": conditions, "source": source}
 
 
 def validate_groups(raw: dict, sources: dict[str, str]) -> dict[str, dict]:
