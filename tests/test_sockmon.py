@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from hamtools.sockmon.watch import QUICK_CLOSE
+
 ROOT = Path(__file__).resolve().parent.parent
 SERVERS = Path(__file__).with_name("sockmon_servers.py")
 FAST = ["--retries", "3", "--retry-interval", "0.05"]
@@ -157,8 +159,9 @@ def test_unix_server_death_runs_script_once_then_gives_up(tmp_path, servers, soc
     assert mon.wait() == 1
     [[got_target, reason, pid, args]] = runs(record)
     assert (got_target, pid, args) == (f"unix:{path}", str(server.pid), "")
-    assert reason in ("eof", "reset")  # a seqpacket peer's close may read as a reset
-    assert mon.count("connect failed") == 3
+    assert reason == "eof"  # the connection's own end, never a probe's
+    assert "not dead" not in mon.log()
+    assert mon.count(": connect failed") == 3
     assert "gave up; exiting" in mon.log()
 
 
@@ -174,8 +177,76 @@ def test_tcp_server_death_runs_script_once(tmp_path, servers, sockmon, how):
     assert mon.wait() == 1
     [[got_target, reason, pid, _]] = runs(record)
     assert (got_target, pid) == (target, "")
-    assert reason in ("eof", "reset")
+    assert reason == "eof"
+    assert "not dead" not in mon.log()
     assert "reconnect failed: connection refused" in mon.log()
+
+
+def timed_script(tmp_path: Path, extra: str = "") -> tuple[Path, Path]:
+    """A restart script recording REASON|WALL-TIME-IT-STARTED per run (date +%s.%N)."""
+    record = tmp_path / "timed.runs"
+    script = tmp_path / "timed.sh"
+    script.write_text(f'#!/bin/sh\necho "$SOCKMON_REASON|$(date +%s.%N)" >> "{record}"\n{extra}')
+    script.chmod(0o755)
+    return script, record
+
+
+def serve_again(servers, kind: str, where: Path, *options):
+    """A server on the same unix path or TCP port as before (the first call picks the port)."""
+    if kind == "tcp" and where.exists():
+        options = ("--port", where.read_text(), *options)
+    return servers(kind, where, *options)
+
+
+@pytest.mark.parametrize("kind", ["unix", "tcp"])
+def test_repeated_kills_are_seen_at_once_with_the_first_ends_reason(tmp_path, servers, sockmon, kind):
+    """SIGKILL tears the server's connection down a moment before its listener, so a probe
+    can still connect; it must not pass for a living server (that cost 0.5 s and gave the
+    probe's reason)."""
+    where = tmp_path / ("s.sock" if kind == "unix" else "port")
+    server = serve_again(servers, kind, where)
+    target = f"unix:{where}" if kind == "unix" else f"tcp:127.0.0.1:{where.read_text()}"
+    script, record = timed_script(tmp_path)
+    mon = sockmon("--watch", target, "--restart", script, "--retries", "200",
+                  "--retry-interval", "0.02")
+    kills = []
+    for round_ in range(5):
+        mon.wait_for(": watching (", count=round_ + 1)
+        time.sleep(QUICK_CLOSE + 0.1)  # the server's life: longer than a probe's spacing
+        kills.append(time.time())
+        server.kill()
+        assert len(wait_file_lines(record, round_ + 1)) == round_ + 1, mon.log()
+        server.wait()
+        server = serve_again(servers, kind, where)
+    scripts = [line.split("|") for line in record.read_text().splitlines()]
+    assert [reason for reason, _ in scripts] == ["eof"] * 5, mon.log()
+    latencies = [float(started) - killed for (_, started), killed in zip(scripts, kills)]
+    assert max(latencies) < QUICK_CLOSE / 2, latencies  # detection did not wait for a probe slot
+    assert "not dead" not in mon.log()
+    assert mon.count("server dead") == 5
+    assert mon.stop() == 0
+
+
+@pytest.mark.parametrize("kind", ["unix", "tcp"])
+def test_a_server_dying_connection_first_then_listener_is_dead_not_idle(tmp_path, servers, sockmon,
+                                                                         kind):
+    """The same order of teardown, stretched to 0.2 s so the probe surely lands in the queue."""
+    where = tmp_path / ("s.sock" if kind == "unix" else "port")
+    server = servers(kind, where, "--slow-death", "0.2")
+    target = f"unix:{where}" if kind == "unix" else f"tcp:127.0.0.1:{where.read_text()}"
+    script, record = timed_script(tmp_path)
+    mon = sockmon("--watch", target, "--restart", script, *FAST)
+    mon.wait_for(": watching (")
+    started = time.time()
+    server.send_signal(signal.SIGUSR1)
+    assert mon.wait() == 1
+    [[reason, ran]] = [line.split("|") for line in record.read_text().splitlines()]
+    assert reason == "eof"
+    # Not before the listener closed, 0.2 s after the connection (so the probe had connected
+    # into its queue: a refused one would have decided at once), and at once after that.
+    assert 0.2 <= float(ran) - started < 0.2 + QUICK_CLOSE / 2
+    assert "not dead" not in mon.log()
+    assert len((tmp_path / f"{where.name}.count").read_text().splitlines()) == 1  # never accepted
 
 
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "clean-exit"])
@@ -261,7 +332,7 @@ def test_give_up_command_runs_then_a_fresh_round(tmp_path, sockmon):
     assert lines[:2] == [f"give-up unix:{tmp_path}/nobody.sock"] * 2
     assert mon.stop() == 0
     assert runs(record) == []  # never connected, so never dead: the script is not run
-    assert mon.count("connect failed") >= 6
+    assert mon.count(": connect failed") >= 6
 
 
 def test_retry_interval_spaces_the_tries(tmp_path, sockmon):
@@ -271,7 +342,7 @@ def test_retry_interval_spaces_the_tries(tmp_path, sockmon):
                   "--retries", "4", "--retry-interval", "0.3")
     assert mon.wait() == 1
     assert time.monotonic() - started >= 0.9  # 4 tries, 3 intervals
-    assert mon.count("connect failed") == 4
+    assert mon.count(": connect failed") == 4
     assert "try 1 of 4, next in 0.3 s" in mon.log()
 
 
@@ -327,10 +398,14 @@ def test_server_closing_at_once_is_probed_at_most_every_half_second(tmp_path, se
     servers("unix", path, "--close-at-once")
     script, record = make_script(tmp_path)
     mon = sockmon("--watch", f"unix:{path}", "--restart", script, *FAST)
-    time.sleep(1.6)
-    accepted = len((tmp_path / "s.sock.count").read_text().splitlines())
-    assert 2 <= accepted <= 5  # not a busy loop
-    assert runs(record) == []
+    accepts = [float(t) for t in wait_file_lines(tmp_path / "s.sock.count", 5)]
+    assert len(accepts) >= 5
+    # the first connection, its probe at once (nothing was probed before), then one probe
+    # per QUICK_CLOSE at most (a little slack: each accept comes a moment after its probe)
+    assert accepts[1] - accepts[0] < QUICK_CLOSE / 2
+    gaps = [b - a for a, b in zip(accepts[1:], accepts[2:])]
+    assert all(gap > QUICK_CLOSE - 0.02 for gap in gaps), gaps
+    assert runs(record) == [] and "server dead" not in mon.log()
     assert mon.stop() == 0
 
 
@@ -368,7 +443,7 @@ def test_config_file_lines_with_arguments_and_comments(tmp_path, servers, sockmo
     mon.wait_for(f"unix:{b}: restart script")
     [[target, reason, pid, args]] = runs(record)
     assert (target, pid, args) == (f"unix:{b}", str(server_b.pid), "second")
-    assert reason in ("eof", "reset")
+    assert reason == "eof"
     assert mon.stop() == 0
 
 
