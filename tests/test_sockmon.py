@@ -6,6 +6,8 @@ runs from the source tree (`python -m hamtools`), once from the built zipapp.
 Real waits stay short: retry intervals of 0.05 s.
 """
 
+import ctypes
+import errno
 import os
 import shutil
 import signal
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from hamtools.sockmon.targets import CONNECT_TIMEOUT
 from hamtools.sockmon.watch import QUICK_CLOSE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,8 +100,8 @@ def sockmon(tmp_path):
 def servers(tmp_path):
     started: list[subprocess.Popen] = []
 
-    def start(*args):
-        server = subprocess.Popen([sys.executable, str(SERVERS), *map(str, args)],
+    def start(*args, prefix=()):
+        server = subprocess.Popen([*prefix, sys.executable, str(SERVERS), *map(str, args)],
                                   stdout=subprocess.PIPE, text=True, cwd=tmp_path)
         assert server.stdout.readline() == "ready\n"
         started.append(server)
@@ -247,6 +250,121 @@ def test_a_server_dying_connection_first_then_listener_is_dead_not_idle(tmp_path
     assert 0.2 <= float(ran) - started < 0.2 + QUICK_CLOSE / 2
     assert "not dead" not in mon.log()
     assert len((tmp_path / f"{where.name}.count").read_text().splitlines()) == 1  # never accepted
+
+
+SYS_PIDFD_GETFD = 438  # the same number on every architecture (asm-generic era)
+
+
+def sockets_of(pid: int, port: int) -> list[socket.socket]:
+    """Copies (pidfd_getfd) of process pid's sockets connected to port, to look at."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    pidfd = os.pidfd_open(pid)
+    found = []
+    try:
+        for name in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                if not os.readlink(f"/proc/{pid}/fd/{name}").startswith("socket:"):
+                    continue
+            except FileNotFoundError:
+                continue
+            fd = libc.syscall(SYS_PIDFD_GETFD, pidfd, int(name), 0)
+            if fd < 0:
+                code = ctypes.get_errno()
+                if code in (errno.ENOSYS, errno.EPERM):
+                    pytest.skip(f"pidfd_getfd: {os.strerror(code)}")
+                raise OSError(code, os.strerror(code))
+            sock = socket.socket(fileno=fd)
+            try:
+                peer = sock.getpeername()
+            except OSError:
+                peer = None
+            if sock.family == socket.AF_INET and peer and peer[1] == port:
+                found.append(sock)
+            else:
+                sock.close()
+    finally:
+        os.close(pidfd)
+    return found
+
+
+@pytest.mark.parametrize("option, idle, interval, user_timeout", [
+    ((), 10, 6, 30000),  # the default, 30 s: probes after 10 s idle, every 6 s, 3 of them
+    (("--tcp-timeout", "12"), 4, 2, 12000),
+], ids=["default", "tcp-timeout-12"])
+def test_the_watched_tcp_socket_has_keepalive_and_user_timeout(tmp_path, servers, sockmon,
+                                                                option, idle, interval,
+                                                                user_timeout):
+    portfile = tmp_path / "port"
+    servers("tcp", portfile)
+    port = int(portfile.read_text())
+    script, _ = make_script(tmp_path)
+    mon = sockmon("--watch", f"tcp:127.0.0.1:{port}", "--restart", script, *option, *FAST)
+    mon.wait_for("watching (server pid unknown)")
+    [watched] = sockets_of(mon.proc.pid, port)
+    get = watched.getsockopt
+    try:
+        assert get(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert get(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == idle
+        assert get(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == interval
+        assert get(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 3
+        assert get(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == user_timeout
+    finally:
+        watched.close()
+    assert mon.stop() == 0
+
+
+@pytest.fixture
+def two_hosts():
+    """Two network namespaces joined by a veth pair: ("A", "B") names, 10.77.0.1 and .2."""
+    if os.geteuid() != 0 or not (shutil.which("ip") and shutil.which("tc")):
+        pytest.skip("needs root and iproute2's ip and tc (network namespaces, a qdisc)")
+    tag = f"hmsm{os.getpid()}"
+    a, b = f"{tag}a", f"{tag}b"
+
+    def ip(*args):
+        done = subprocess.run(["ip", *args], capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"ip {' '.join(args)}: {done.stderr.strip()}")
+
+    ip("netns", "add", a)
+    try:
+        ip("netns", "add", b)
+        ip("link", "add", "va", "netns", a, "type", "veth", "peer", "name", "vb", "netns", b)
+        for ns, dev, addr in ((a, "va", "10.77.0.1/30"), (b, "vb", "10.77.0.2/30")):
+            ip("-n", ns, "addr", "add", addr, "dev", dev)
+            ip("-n", ns, "link", "set", dev, "up")
+        yield a, b
+    finally:
+        for ns in (a, b):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def test_a_peer_that_vanishes_silently_is_noticed(tmp_path, two_hosts, servers, sockmon):
+    """The server's host stops answering (everything it sends is dropped: a pulled cable, a
+    hung kernel). No FIN, no RST: only keepalive and TCP_USER_TIMEOUT can tell."""
+    a, b = two_hosts
+    portfile = tmp_path / "port"
+    servers("tcp", portfile, "--host", "10.77.0.2", prefix=("ip", "netns", "exec", b))
+    target = f"tcp:10.77.0.2:{portfile.read_text()}"
+    script, record = timed_script(tmp_path)
+    mon = sockmon("--watch", target, "--restart", script, "--tcp-timeout", "3", "--retries", "1",
+                  command=["ip", "netns", "exec", a, sys.executable, "-m", "hamtools", "sockmon"])
+    mon.wait_for("watching (server pid unknown)")
+    # A token bucket too small for any packet drops all of B's output. (A drop on A's own
+    # side would not do: TCP takes a local drop for congestion and keeps retrying.)
+    muted = time.time()
+    done = subprocess.run(["ip", "netns", "exec", b, "tc", "qdisc", "add", "dev", "vb", "root",
+                           "tbf", "rate", "8bit", "burst", "1", "limit", "1"],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"tc tbf: {done.stderr.strip()}")
+    line = mon.wait_for("server dead", timeout=3 + CONNECT_TIMEOUT + 10)
+    assert "(connection timed out; reconnect failed: connection timed out)" in line
+    [[reason, ran]] = [run.split("|") for run in wait_file_lines(record, 1)]
+    assert reason == "timeout"
+    # keepalive from 1 s idle, TCP_USER_TIMEOUT 3 s, then the probe's connect timeout
+    assert 2 <= float(ran) - muted < 3 + CONNECT_TIMEOUT + 2
+    assert mon.wait(10) == 1
 
 
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "clean-exit"])
