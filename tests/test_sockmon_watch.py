@@ -54,6 +54,27 @@ def test_retries_are_spaced_by_the_interval_on_fake_time(tmp_path):
     loop.close()
 
 
+def test_the_command_line_defaults_are_the_seeds_6_tries_5_s_apart(tmp_path, monkeypatch, capsys):
+    """No --retries, no --retry-interval: the real applet, its loop on a fake clock."""
+    from hamtools.applets import sockmon as applet
+    from hamtools.core import loop as loop_module
+
+    clock = FakeClock(start=0.0, autojump=True)
+    real_loop = loop_module.Loop
+    monkeypatch.setattr(loop_module, "Loop", lambda: real_loop(clock))
+    started = time.monotonic()
+    code = applet.main(["--watch", f"unix:{tmp_path}/nobody.sock", "--restart", "true",
+                        "--log", "stderr"])
+    assert time.monotonic() - started < 5  # 25 s of retries, on the fake clock
+    assert code == 1
+    lines = capsys.readouterr().err.splitlines()
+    tries = [line for line in lines if ": connect failed: " in line]
+    assert [t.partition("(")[2] for t in tries[:5]] == [
+        f"try {n} of 6, next in 5 s)" for n in range(1, 6)]
+    assert tries[5].endswith("giving up after 6 tries") and len(tries) == 6
+    assert clock.monotonic() == 25.0  # five intervals of 5 s between the six tries
+
+
 def test_give_up_reboot_calls_the_reboot_once():
     calls = []
     clock = FakeClock(start=0.0, autojump=True)

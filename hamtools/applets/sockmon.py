@@ -14,6 +14,7 @@ import sys
 from hamtools.core import cli
 from hamtools.core.errors import EXIT_FALSE, EXIT_NOT_RUNNING, EXIT_USAGE, AppletError, describe_oserror
 from hamtools.sockmon.targets import DEFAULT_TCP_TIMEOUT, TargetError, parse_target, psutil_problem
+from hamtools.sockmon.watch import Settings
 
 PROG = "sockmon"
 HELP = """Run a restart script the moment a server's socket dies.
@@ -51,11 +52,13 @@ def main(argv: list[str]) -> int:
                                               help="executable to run when the --watch before it dies"),
         config: str = cli.typer.Option(None, "--config", metavar="FILE",
                                        help="read TARGET SCRIPT [ARGS...] lines from FILE"),
-        retries: int = cli.typer.Option(6, "--retries", metavar="N", min=1,
+        retries: int = cli.typer.Option(Settings.retries, "--retries", metavar="N", min=1,
                                         help="connection tries before giving up"),
-        retry_interval: float = cli.typer.Option(5.0, "--retry-interval", metavar="SECS", min=0.0,
+        retry_interval: float = cli.typer.Option(Settings.retry_interval, "--retry-interval",
+                                                 metavar="SECS", min=0.0,
                                                  help="seconds between two tries"),
-        on_give_up: str = cli.typer.Option("exit", "--on-give-up", metavar="exit|reboot|CMD",
+        on_give_up: str = cli.typer.Option(Settings.on_give_up, "--on-give-up",
+                                           metavar="exit|reboot|CMD",
                                            help="what to do when every try failed"),
         tcp_timeout: int = cli.typer.Option(DEFAULT_TCP_TIMEOUT, "--tcp-timeout", metavar="SECS",
                                             min=3, help="tcp: a silent peer counts as dead after"),
@@ -65,8 +68,6 @@ def main(argv: list[str]) -> int:
         log: str = cli.typer.Option("both", "--log", metavar="both|syslog|stderr",
                                     help="where messages go (syslog: sockmon[pid], LOG_DAEMON)"),
     ) -> None:
-        from hamtools.sockmon.watch import Settings
-
         if log not in ("both", "syslog", "stderr"):
             raise AppletError(f"--log {log}: expected both, syslog or stderr", EXIT_USAGE)
         if not on_give_up.strip():
