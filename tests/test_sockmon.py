@@ -567,7 +567,9 @@ def test_config_file_lines_with_arguments_and_comments(tmp_path, servers, sockmo
 
 # -- the daemon's manners -----------------------------------------------------------------
 
-def test_sigterm_stops_cleanly_and_ends_a_running_script(tmp_path, servers, sockmon):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP],
+                         ids=["SIGTERM", "SIGINT", "SIGHUP"])
+def test_a_stop_signal_stops_cleanly_and_ends_a_running_script(tmp_path, servers, sockmon, signum):
     path = tmp_path / "s.sock"
     server = servers("unix", path)
     script, record = make_script(tmp_path, extra="exec sleep 60\n")
@@ -578,10 +580,45 @@ def test_sigterm_stops_cleanly_and_ends_a_running_script(tmp_path, servers, sock
     server.kill()
     wait_file_lines(record, 1)
     started = time.monotonic()
-    assert mon.stop() == 0
+    mon.proc.send_signal(signum)
+    assert mon.wait() == 0
     assert time.monotonic() - started < 3
-    assert "killed by SIGTERM" in mon.log()
+    assert f"stopping on {signal.Signals(signum).name}" in mon.log()
+    assert "killed by SIGTERM" in mon.log()  # the script is asked to stop the same way
+    assert "Traceback" not in mon.log()
     assert not pidfile.exists()
+
+
+def test_no_reconnect_while_the_script_runs(tmp_path, servers, sockmon):
+    """The seed waits for its script (P_WAIT): here the script has a new server up and
+    listening 0.3 s before it ends, and sockmon still connects only after it ended."""
+    path = tmp_path / "s.sock"
+    server = servers("unix", path)
+    times, out, pidfile = tmp_path / "script.times", tmp_path / "new.out", tmp_path / "new.pid"
+    script, _ = make_script(tmp_path, extra=(
+        f'{sys.executable} {SERVERS} unix {path} > {out} &\n'
+        f'echo $! > {pidfile}\n'
+        f'until grep -q ready {out}; do sleep 0.01; done\n'
+        f'echo "up $(date +%s.%N)" >> {times}\n'
+        'sleep 0.3\n'
+        f'echo "end $(date +%s.%N)" >> {times}\n'))
+    mon = sockmon("--watch", f"unix:{path}", "--restart", script, *FAST)
+    mon.wait_for(f"watching (server pid {server.pid})")
+    server.kill()
+    try:
+        new = int(wait_file_lines(pidfile, 1)[0])
+        mon.wait_for(f"watching (server pid {new})")
+        stamps = dict(line.split() for line in wait_file_lines(times, 2))
+        accepts = [float(t) for t in wait_file_lines(tmp_path / "s.sock.count", 2)]
+        # the first server's one accept, then the new one's: only after the script ended
+        assert len(accepts) == 2 and accepts[1] > float(stamps["end"]) > float(stamps["up"])
+        lines = mon.log().splitlines()
+        ended = next(i for i, line in enumerate(lines) if "restart script" in line)
+        assert not [line for line in lines[:ended] if ": connect failed" in line]
+        assert mon.stop() == 0
+    finally:
+        if pidfile.exists():
+            os.kill(int(pidfile.read_text()), signal.SIGKILL)
 
 
 def test_zero_cpu_and_no_wakeups_while_waiting(tmp_path, servers, sockmon):
