@@ -546,6 +546,39 @@ def test_pairs_keep_their_order_and_watches_are_independent(tmp_path, servers, s
     assert mon.stop() == 0
 
 
+def test_one_watch_giving_up_with_the_default_exit_stops_every_watch(tmp_path, servers, sockmon):
+    path = tmp_path / "a.sock"
+    server = servers("unix", path)
+    script, record = make_script(tmp_path, extra="exec sleep 60\n")
+    mon = sockmon("--watch", f"unix:{path}", "--restart", script,
+                  "--watch", f"unix:{tmp_path}/nobody.sock", "--restart", script,
+                  "--retries", "20", "--retry-interval", "0.05")
+    mon.wait_for(f"watching (server pid {server.pid})")
+    server.kill()  # a's script runs (and would sleep a minute) while b keeps failing
+    wait_file_lines(record, 1)
+    assert mon.wait() == 1  # b gave up: exit, for a too
+    assert f"unix:{tmp_path}/nobody.sock: gave up; exiting" in mon.log()
+    assert f"unix:{path}: restart script {script} killed by SIGTERM" in mon.log()
+    assert len(runs(record)) == 1
+
+
+def test_a_give_up_command_is_for_that_watch_alone(tmp_path, servers, sockmon):
+    path = tmp_path / "a.sock"
+    server = servers("unix", path)
+    script, record = make_script(tmp_path)
+    gave_up = tmp_path / "gave-up"
+    mon = sockmon("--watch", f"unix:{path}", "--restart", script,
+                  "--watch", f"unix:{tmp_path}/nobody.sock", "--restart", script, *FAST,
+                  "--on-give-up", f'echo "$SOCKMON_TARGET" >> {gave_up}')
+    mon.wait_for(f"watching (server pid {server.pid})")
+    assert wait_file_lines(gave_up, 2)[:2] == [f"unix:{tmp_path}/nobody.sock"] * 2
+    server.kill()  # a's watch still watches: its death is seen and its script runs
+    mon.wait_for(f"unix:{path}: restart script {script} exited 0")
+    assert [r[0] for r in runs(record)] == [f"unix:{path}"]
+    assert mon.proc.poll() is None
+    assert mon.stop() == 0
+
+
 def test_config_file_lines_with_arguments_and_comments(tmp_path, servers, sockmon):
     a, b = tmp_path / "a.sock", tmp_path / "b.sock"
     servers("unix", a)

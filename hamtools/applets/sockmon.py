@@ -25,14 +25,22 @@ TARGET is unix:PATH (stream or seqpacket; unix:@NAME for an abstract socket), tc
 pid:PID (or pid:/PIDFILE, re-read after each restart) or name:PROG (the oldest process
 called PROG; needs psutil).
 
-When the server dies (hang-up, EOF or its pidfd; never polled), SCRIPT runs with
-SOCKMON_TARGET, SOCKMON_REASON (eof, reset, timeout, error, exited), SOCKMON_DETAIL and
-SOCKMON_PID set, sockmon waits for it, then reconnects: --retries tries, --retry-interval
-apart. When all fail, the give-up action runs: exit (status 1), reboot (sync, then the
-reboot system call; only when asked), or CMD (run by /bin/sh with SOCKMON_REASON=give-up,
-then a fresh round of tries). A server that merely closes an idle connection is not dead:
-sockmon reconnects at once and only a failed reconnect (or the server process's exit)
-counts as a death.
+When the server dies, SCRIPT runs with SOCKMON_TARGET, SOCKMON_REASON (how the watched
+connection ended: eof, reset, timeout, error; exited for a process), SOCKMON_DETAIL and
+SOCKMON_PID set; sockmon waits for it, then reconnects: --retries tries, --retry-interval
+apart. When all fail, the give-up action runs: exit (status 1; this ends every watch, a
+running script gets SIGTERM), reboot (sync, then the reboot system call; only when asked),
+or CMD (run by /bin/sh with SOCKMON_REASON=give-up; that watch alone then starts a fresh
+round of tries).
+
+Nothing is polled: sockmon sleeps until a connection ends (EOF, reset, or for tcp: the
+kernel's keepalive or user timeout) or a pidfd says a process exited. A pid: or name: target is dead when its process exits. A connection that
+ends may just be a server dropping an idle client, so sockmon probes with a reconnect (the
+first one at once, later ones at most every 0.5 s): the server is dead when the probe fails,
+or when its process (known for most unix: targets) has exited as well. A probe that
+connects must still be there 0.5 s later, or be closed with an EOF (accepted, then closed),
+before the server counts as alive; a reset on it is re-checked at once. A server process
+that exits while the connection stays up (a child holds it) is probed the same way.
 """
 
 # Options that take a value: the pre-scan below must skip their values to see the order of

@@ -1,7 +1,10 @@
 """sockmon's watches: connect, notice the death, run the script, reconnect, give up.
 
-One Watch per TARGET SCRIPT pair, all on one event loop and independent of each other.
-A watch's life (the seed's loop, made non-blocking):
+One Watch per TARGET SCRIPT pair, all on one event loop. A watch never waits for another
+(one's script does not delay another's detection), but giving up is not always private:
+with --on-give-up exit (the default) one watch giving up stops them all, reboot reboots,
+and only a CMD is run for that watch alone (Monitor.give_up). A watch's life (the seed's
+loop, made non-blocking):
 
     connecting --ok--> watching --connection ended--> probing --probe fails--> restarting
         |  ^ fail: wait retry-interval,                  |  probe connects:            |
