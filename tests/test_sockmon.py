@@ -642,7 +642,7 @@ def test_no_reconnect_while_the_script_runs(tmp_path, servers, sockmon):
     times, out, pidfile = tmp_path / "script.times", tmp_path / "new.out", tmp_path / "new.pid"
     script, _ = make_script(tmp_path, extra=(
         f'{sys.executable} {SERVERS} unix {path} > {out} &\n'
-        f'echo $! > {pidfile}\n'
+        f'echo $! >> {pidfile}\n'
         f'until grep -q ready {out}; do sleep 0.01; done\n'
         f'echo "up $(date +%s.%N)" >> {times}\n'
         'sleep 0.3\n'
@@ -667,8 +667,11 @@ def test_no_reconnect_while_the_script_runs(tmp_path, servers, sockmon):
         assert not [line for line in lines[:ended] if ": connect failed" in line]
         assert mon.stop() == 0
     finally:
-        if pidfile.exists():
-            os.kill(int(pidfile.read_text()), signal.SIGKILL)
+        # sockmon first: it would answer a killed server by running the script again
+        if mon.proc.poll() is None:
+            mon.proc.kill()
+        for pid in (pidfile.read_text().split() if pidfile.exists() else []):
+            os.kill(int(pid), signal.SIGKILL)
 
 
 def test_zero_cpu_and_no_wakeups_while_waiting(tmp_path, servers, sockmon):
