@@ -1,7 +1,7 @@
 """Small real servers for the sockmon tests (run as a program, never imported by pytest).
 
     python sockmon_servers.py unix PATH [--seqpacket] [--idle-close SECS] [--close-at-once]
-    python sockmon_servers.py tcp PORTFILE [--idle-close SECS]
+    python sockmon_servers.py tcp PORTFILE [--host ADDR] [--port N] [--idle-close SECS]
 
 Prints "ready" once listening. SIGTERM makes it close everything and exit 0 (a clean exit);
 SIGKILL is the crash. --idle-close closes each connection after SECS without traffic, the way
@@ -10,7 +10,13 @@ servers drop idle clients; --close-at-once closes every connection as soon as it
 holds the connection (a CGI-style worker: the server's death then brings no EOF).
 --detach-after-first forks after the first connection: the parent (the process that called
 listen()) exits 0 and the child goes on serving (a server that daemonizes late).
-Each accepted connection is counted in PATH.count / PORTFILE.count (one line each).
+--host ADDR listens there (default 127.0.0.1); --port N on that port (a restarted server on
+the same port), else on any free one.
+--slow-death SECS: SIGUSR1 makes it close its connections, wait SECS (a new connection waits
+unaccepted in the listen queue), then SIGKILL itself: a crash whose connections go down
+well before its listener (a real SIGKILL does the same within microseconds).
+Each accepted connection is logged in PATH.count / PORTFILE.count: one line each, the wall
+time of the accept (time.time(), comparable with a script's `date +%s.%N` and the test's).
 """
 
 import os
@@ -36,7 +42,9 @@ def main(argv: list[str]) -> int:
     else:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", 0))
+        port = int(options[options.index("--port") + 1]) if "--port" in options else 0
+        host = options[options.index("--host") + 1] if "--host" in options else "127.0.0.1"
+        listener.bind((host, port))
         with open(where + ".tmp", "w") as handle:
             handle.write(str(listener.getsockname()[1]))
         os.replace(where + ".tmp", where)
@@ -45,6 +53,16 @@ def main(argv: list[str]) -> int:
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ)
     opened: dict[socket.socket, float] = {}
+    if "--slow-death" in options:
+        delay = float(options[options.index("--slow-death") + 1])
+
+        def slow_death(*_):
+            for conn in opened:
+                conn.close()
+            time.sleep(delay)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        signal.signal(signal.SIGUSR1, slow_death)
     print("ready", flush=True)
     while True:
         timeout = None
@@ -54,7 +72,7 @@ def main(argv: list[str]) -> int:
             if key.fileobj is listener:
                 conn, _ = listener.accept()
                 with open(where + ".count", "a") as count:
-                    count.write("1\n")
+                    count.write(f"{time.time()}\n")
                 if at_once:
                     conn.close()
                     continue
@@ -69,7 +87,10 @@ def main(argv: list[str]) -> int:
                 opened[conn] = time.monotonic()
                 selector.register(conn, selectors.EVENT_READ)
             else:
-                data = key.fileobj.recv(4096)
+                try:
+                    data = key.fileobj.recv(4096)
+                except ConnectionResetError:  # the client gave up on us (a muted test host)
+                    data = b""
                 if not data:
                     selector.unregister(key.fileobj)
                     del opened[key.fileobj]

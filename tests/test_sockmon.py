@@ -6,6 +6,8 @@ runs from the source tree (`python -m hamtools`), once from the built zipapp.
 Real waits stay short: retry intervals of 0.05 s.
 """
 
+import ctypes
+import errno
 import os
 import shutil
 import signal
@@ -17,6 +19,9 @@ import time
 from pathlib import Path
 
 import pytest
+
+from hamtools.sockmon.targets import CONNECT_TIMEOUT
+from hamtools.sockmon.watch import QUICK_CLOSE
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVERS = Path(__file__).with_name("sockmon_servers.py")
@@ -95,8 +100,8 @@ def sockmon(tmp_path):
 def servers(tmp_path):
     started: list[subprocess.Popen] = []
 
-    def start(*args):
-        server = subprocess.Popen([sys.executable, str(SERVERS), *map(str, args)],
+    def start(*args, prefix=()):
+        server = subprocess.Popen([*prefix, sys.executable, str(SERVERS), *map(str, args)],
                                   stdout=subprocess.PIPE, text=True, cwd=tmp_path)
         assert server.stdout.readline() == "ready\n"
         started.append(server)
@@ -142,6 +147,13 @@ def wait_file_lines(path: Path, count: int, timeout: float = 10.0) -> list[str]:
         time.sleep(0.02)
 
 
+def wait_accepted(where: Path, count: int = 1) -> None:
+    """Until the test server at `where` has accepted `count` connections. sockmon's
+    "watching" comes when connect() returns, which can be before the accept; a server
+    killed in between resets the queued connection (reason reset, not eof)."""
+    assert len(wait_file_lines(Path(f"{where}.count"), count)) >= count, "nothing accepted"
+
+
 # -- each kind of server, each kind of death ---------------------------------------------
 
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "clean-exit"])
@@ -152,13 +164,15 @@ def test_unix_server_death_runs_script_once_then_gives_up(tmp_path, servers, soc
     script, record = make_script(tmp_path)
     mon = sockmon("--watch", f"unix:{path}", "--restart", script, *FAST)
     mon.wait_for(f"watching (server pid {server.pid})")
+    wait_accepted(path)
     server.send_signal(how)
     # after the script: 3 tries 0.05 s apart, then the default give-up action, exit 1
     assert mon.wait() == 1
     [[got_target, reason, pid, args]] = runs(record)
     assert (got_target, pid, args) == (f"unix:{path}", str(server.pid), "")
-    assert reason in ("eof", "reset")  # a seqpacket peer's close may read as a reset
-    assert mon.count("connect failed") == 3
+    assert reason == "eof"  # the connection's own end, never a probe's
+    assert "not dead" not in mon.log()
+    assert mon.count(": connect failed") == 3
     assert "gave up; exiting" in mon.log()
 
 
@@ -170,12 +184,198 @@ def test_tcp_server_death_runs_script_once(tmp_path, servers, sockmon, how):
     script, record = make_script(tmp_path)
     mon = sockmon("--watch", target, "--restart", script, *FAST)
     mon.wait_for("watching (server pid unknown)")  # a TCP peer has no local pid to hold
+    wait_accepted(portfile)
     server.send_signal(how)
     assert mon.wait() == 1
     [[got_target, reason, pid, _]] = runs(record)
     assert (got_target, pid) == (target, "")
-    assert reason in ("eof", "reset")
+    assert reason == "eof"
+    assert "not dead" not in mon.log()
     assert "reconnect failed: connection refused" in mon.log()
+
+
+def timed_script(tmp_path: Path, extra: str = "") -> tuple[Path, Path]:
+    """A restart script recording REASON|WALL-TIME-IT-STARTED per run (date +%s.%N)."""
+    record = tmp_path / "timed.runs"
+    script = tmp_path / "timed.sh"
+    script.write_text(f'#!/bin/sh\necho "$SOCKMON_REASON|$(date +%s.%N)" >> "{record}"\n{extra}')
+    script.chmod(0o755)
+    return script, record
+
+
+def serve_again(servers, kind: str, where: Path, *options):
+    """A server on the same unix path or TCP port as before (the first call picks the port)."""
+    if kind == "tcp" and where.exists():
+        options = ("--port", where.read_text(), *options)
+    return servers(kind, where, *options)
+
+
+@pytest.mark.parametrize("kind", ["unix", "tcp"])
+def test_repeated_kills_are_seen_at_once_with_the_first_ends_reason(tmp_path, servers, sockmon, kind):
+    """SIGKILL tears the server's connection down a moment before its listener, so a probe
+    can still connect; it must not pass for a living server (that cost 0.5 s and gave the
+    probe's reason)."""
+    where = tmp_path / ("s.sock" if kind == "unix" else "port")
+    server = serve_again(servers, kind, where)
+    target = f"unix:{where}" if kind == "unix" else f"tcp:127.0.0.1:{where.read_text()}"
+    script, record = timed_script(tmp_path)
+    mon = sockmon("--watch", target, "--restart", script, "--retries", "200",
+                  "--retry-interval", "0.02")
+    kills = []
+    for round_ in range(5):
+        mon.wait_for(": watching (", count=round_ + 1)
+        wait_accepted(where, round_ + 1)
+        time.sleep(QUICK_CLOSE + 0.1)  # the server's life: longer than a probe's spacing
+        kills.append(time.time())
+        server.kill()
+        assert len(wait_file_lines(record, round_ + 1)) == round_ + 1, mon.log()
+        server.wait()
+        server = serve_again(servers, kind, where)
+    scripts = [line.split("|") for line in record.read_text().splitlines()]
+    assert [reason for reason, _ in scripts] == ["eof"] * 5, mon.log()
+    latencies = [float(started) - killed for (_, started), killed in zip(scripts, kills)]
+    assert max(latencies) < QUICK_CLOSE / 2, latencies  # detection did not wait for a probe slot
+    assert "not dead" not in mon.log()
+    assert mon.count("server dead") == 5
+    assert mon.stop() == 0
+
+
+@pytest.mark.parametrize("kind", ["unix", "tcp"])
+def test_a_server_dying_connection_first_then_listener_is_dead_not_idle(tmp_path, servers, sockmon,
+                                                                         kind):
+    """The same order of teardown, stretched to 0.2 s so the probe surely lands in the queue."""
+    where = tmp_path / ("s.sock" if kind == "unix" else "port")
+    server = servers(kind, where, "--slow-death", "0.2")
+    target = f"unix:{where}" if kind == "unix" else f"tcp:127.0.0.1:{where.read_text()}"
+    script, record = timed_script(tmp_path)
+    mon = sockmon("--watch", target, "--restart", script, *FAST)
+    mon.wait_for(": watching (")
+    wait_accepted(where)
+    started = time.time()
+    server.send_signal(signal.SIGUSR1)
+    assert mon.wait() == 1
+    [[reason, ran]] = [line.split("|") for line in record.read_text().splitlines()]
+    assert reason == "eof"
+    # Not before the listener closed, 0.2 s after the connection (so the probe had connected
+    # into its queue: a refused one would have decided at once), and at once after that.
+    assert 0.2 <= float(ran) - started < 0.2 + QUICK_CLOSE / 2
+    assert "not dead" not in mon.log()
+    assert len((tmp_path / f"{where.name}.count").read_text().splitlines()) == 1  # never accepted
+
+
+SYS_PIDFD_GETFD = 438  # the same number on every architecture (asm-generic era)
+
+
+def sockets_of(pid: int, port: int) -> list[socket.socket]:
+    """Copies (pidfd_getfd) of process pid's sockets connected to port, to look at."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    pidfd = os.pidfd_open(pid)
+    found = []
+    try:
+        for name in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                if not os.readlink(f"/proc/{pid}/fd/{name}").startswith("socket:"):
+                    continue
+            except FileNotFoundError:
+                continue
+            fd = libc.syscall(SYS_PIDFD_GETFD, pidfd, int(name), 0)
+            if fd < 0:
+                code = ctypes.get_errno()
+                if code in (errno.ENOSYS, errno.EPERM):
+                    pytest.skip(f"pidfd_getfd: {os.strerror(code)}")
+                raise OSError(code, os.strerror(code))
+            sock = socket.socket(fileno=fd)
+            try:
+                peer = sock.getpeername()
+            except OSError:
+                peer = None
+            if sock.family == socket.AF_INET and peer and peer[1] == port:
+                found.append(sock)
+            else:
+                sock.close()
+    finally:
+        os.close(pidfd)
+    return found
+
+
+@pytest.mark.parametrize("option, idle, interval, user_timeout", [
+    ((), 10, 6, 30000),  # the default, 30 s: probes after 10 s idle, every 6 s, 3 of them
+    (("--tcp-timeout", "12"), 4, 2, 12000),
+], ids=["default", "tcp-timeout-12"])
+def test_the_watched_tcp_socket_has_keepalive_and_user_timeout(tmp_path, servers, sockmon,
+                                                                option, idle, interval,
+                                                                user_timeout):
+    portfile = tmp_path / "port"
+    servers("tcp", portfile)
+    port = int(portfile.read_text())
+    script, _ = make_script(tmp_path)
+    mon = sockmon("--watch", f"tcp:127.0.0.1:{port}", "--restart", script, *option, *FAST)
+    mon.wait_for("watching (server pid unknown)")
+    [watched] = sockets_of(mon.proc.pid, port)
+    get = watched.getsockopt
+    try:
+        assert get(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert get(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == idle
+        assert get(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == interval
+        assert get(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 3
+        assert get(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == user_timeout
+    finally:
+        watched.close()
+    assert mon.stop() == 0
+
+
+@pytest.fixture
+def two_hosts():
+    """Two network namespaces joined by a veth pair: ("A", "B") names, 10.77.0.1 and .2."""
+    if os.geteuid() != 0 or not (shutil.which("ip") and shutil.which("tc")):
+        pytest.skip("needs root and iproute2's ip and tc (network namespaces, a qdisc)")
+    tag = f"hmsm{os.getpid()}"
+    a, b = f"{tag}a", f"{tag}b"
+
+    def ip(*args):
+        done = subprocess.run(["ip", *args], capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"ip {' '.join(args)}: {done.stderr.strip()}")
+
+    ip("netns", "add", a)
+    try:
+        ip("netns", "add", b)
+        ip("link", "add", "va", "netns", a, "type", "veth", "peer", "name", "vb", "netns", b)
+        for ns, dev, addr in ((a, "va", "10.77.0.1/30"), (b, "vb", "10.77.0.2/30")):
+            ip("-n", ns, "addr", "add", addr, "dev", dev)
+            ip("-n", ns, "link", "set", dev, "up")
+        yield a, b
+    finally:
+        for ns in (a, b):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def test_a_peer_that_vanishes_silently_is_noticed(tmp_path, two_hosts, servers, sockmon):
+    """The server's host stops answering (everything it sends is dropped: a pulled cable, a
+    hung kernel). No FIN, no RST: only keepalive and TCP_USER_TIMEOUT can tell."""
+    a, b = two_hosts
+    portfile = tmp_path / "port"
+    servers("tcp", portfile, "--host", "10.77.0.2", prefix=("ip", "netns", "exec", b))
+    target = f"tcp:10.77.0.2:{portfile.read_text()}"
+    script, record = timed_script(tmp_path)
+    mon = sockmon("--watch", target, "--restart", script, "--tcp-timeout", "3", "--retries", "1",
+                  command=["ip", "netns", "exec", a, sys.executable, "-m", "hamtools", "sockmon"])
+    mon.wait_for("watching (server pid unknown)")
+    # A token bucket too small for any packet drops all of B's output. (A drop on A's own
+    # side would not do: TCP takes a local drop for congestion and keeps retrying.)
+    muted = time.time()
+    done = subprocess.run(["ip", "netns", "exec", b, "tc", "qdisc", "add", "dev", "vb", "root",
+                           "tbf", "rate", "8bit", "burst", "1", "limit", "1"],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"tc tbf: {done.stderr.strip()}")
+    line = mon.wait_for("server dead", timeout=3 + CONNECT_TIMEOUT + 10)
+    assert "(connection timed out; reconnect failed: connection timed out)" in line
+    [[reason, ran]] = [run.split("|") for run in wait_file_lines(record, 1)]
+    assert reason == "timeout"
+    # keepalive from 1 s idle, TCP_USER_TIMEOUT 3 s, then the probe's connect timeout
+    assert 2 <= float(ran) - muted < 3 + CONNECT_TIMEOUT + 2
+    assert mon.wait(10) == 1
 
 
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "clean-exit"])
@@ -261,7 +461,7 @@ def test_give_up_command_runs_then_a_fresh_round(tmp_path, sockmon):
     assert lines[:2] == [f"give-up unix:{tmp_path}/nobody.sock"] * 2
     assert mon.stop() == 0
     assert runs(record) == []  # never connected, so never dead: the script is not run
-    assert mon.count("connect failed") >= 6
+    assert mon.count(": connect failed") >= 6
 
 
 def test_retry_interval_spaces_the_tries(tmp_path, sockmon):
@@ -271,7 +471,7 @@ def test_retry_interval_spaces_the_tries(tmp_path, sockmon):
                   "--retries", "4", "--retry-interval", "0.3")
     assert mon.wait() == 1
     assert time.monotonic() - started >= 0.9  # 4 tries, 3 intervals
-    assert mon.count("connect failed") == 4
+    assert mon.count(": connect failed") == 4
     assert "try 1 of 4, next in 0.3 s" in mon.log()
 
 
@@ -327,10 +527,14 @@ def test_server_closing_at_once_is_probed_at_most_every_half_second(tmp_path, se
     servers("unix", path, "--close-at-once")
     script, record = make_script(tmp_path)
     mon = sockmon("--watch", f"unix:{path}", "--restart", script, *FAST)
-    time.sleep(1.6)
-    accepted = len((tmp_path / "s.sock.count").read_text().splitlines())
-    assert 2 <= accepted <= 5  # not a busy loop
-    assert runs(record) == []
+    accepts = [float(t) for t in wait_file_lines(tmp_path / "s.sock.count", 5)]
+    assert len(accepts) >= 5
+    # the first connection, its probe at once (nothing was probed before), then one probe
+    # per QUICK_CLOSE at most (a little slack: each accept comes a moment after its probe)
+    assert accepts[1] - accepts[0] < QUICK_CLOSE / 2
+    gaps = [b - a for a, b in zip(accepts[1:], accepts[2:])]
+    assert all(gap > QUICK_CLOSE - 0.02 for gap in gaps), gaps
+    assert runs(record) == [] and "server dead" not in mon.log()
     assert mon.stop() == 0
 
 
@@ -353,6 +557,39 @@ def test_pairs_keep_their_order_and_watches_are_independent(tmp_path, servers, s
     assert mon.stop() == 0
 
 
+def test_one_watch_giving_up_with_the_default_exit_stops_every_watch(tmp_path, servers, sockmon):
+    path = tmp_path / "a.sock"
+    server = servers("unix", path)
+    script, record = make_script(tmp_path, extra="exec sleep 60\n")
+    mon = sockmon("--watch", f"unix:{path}", "--restart", script,
+                  "--watch", f"unix:{tmp_path}/nobody.sock", "--restart", script,
+                  "--retries", "20", "--retry-interval", "0.05")
+    mon.wait_for(f"watching (server pid {server.pid})")
+    server.kill()  # a's script runs (and would sleep a minute) while b keeps failing
+    wait_file_lines(record, 1)
+    assert mon.wait() == 1  # b gave up: exit, for a too
+    assert f"unix:{tmp_path}/nobody.sock: gave up; exiting" in mon.log()
+    assert f"unix:{path}: restart script {script} killed by SIGTERM" in mon.log()
+    assert len(runs(record)) == 1
+
+
+def test_a_give_up_command_is_for_that_watch_alone(tmp_path, servers, sockmon):
+    path = tmp_path / "a.sock"
+    server = servers("unix", path)
+    script, record = make_script(tmp_path)
+    gave_up = tmp_path / "gave-up"
+    mon = sockmon("--watch", f"unix:{path}", "--restart", script,
+                  "--watch", f"unix:{tmp_path}/nobody.sock", "--restart", script, *FAST,
+                  "--on-give-up", f'echo "$SOCKMON_TARGET" >> {gave_up}')
+    mon.wait_for(f"watching (server pid {server.pid})")
+    assert wait_file_lines(gave_up, 2)[:2] == [f"unix:{tmp_path}/nobody.sock"] * 2
+    server.kill()  # a's watch still watches: its death is seen and its script runs
+    mon.wait_for(f"unix:{path}: restart script {script} exited 0")
+    assert [r[0] for r in runs(record)] == [f"unix:{path}"]
+    assert mon.proc.poll() is None
+    assert mon.stop() == 0
+
+
 def test_config_file_lines_with_arguments_and_comments(tmp_path, servers, sockmon):
     a, b = tmp_path / "a.sock", tmp_path / "b.sock"
     servers("unix", a)
@@ -364,17 +601,20 @@ def test_config_file_lines_with_arguments_and_comments(tmp_path, servers, sockmo
     mon = sockmon("--config", config, *FAST)
     mon.wait_for(f"unix:{a}: watching")
     mon.wait_for(f"unix:{b}: watching")
+    wait_accepted(b)
     server_b.kill()
     mon.wait_for(f"unix:{b}: restart script")
     [[target, reason, pid, args]] = runs(record)
     assert (target, pid, args) == (f"unix:{b}", str(server_b.pid), "second")
-    assert reason in ("eof", "reset")
+    assert reason == "eof"
     assert mon.stop() == 0
 
 
 # -- the daemon's manners -----------------------------------------------------------------
 
-def test_sigterm_stops_cleanly_and_ends_a_running_script(tmp_path, servers, sockmon):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP],
+                         ids=["SIGTERM", "SIGINT", "SIGHUP"])
+def test_a_stop_signal_stops_cleanly_and_ends_a_running_script(tmp_path, servers, sockmon, signum):
     path = tmp_path / "s.sock"
     server = servers("unix", path)
     script, record = make_script(tmp_path, extra="exec sleep 60\n")
@@ -385,10 +625,53 @@ def test_sigterm_stops_cleanly_and_ends_a_running_script(tmp_path, servers, sock
     server.kill()
     wait_file_lines(record, 1)
     started = time.monotonic()
-    assert mon.stop() == 0
+    mon.proc.send_signal(signum)
+    assert mon.wait() == 0
     assert time.monotonic() - started < 3
-    assert "killed by SIGTERM" in mon.log()
+    assert f"stopping on {signal.Signals(signum).name}" in mon.log()
+    assert "killed by SIGTERM" in mon.log()  # the script is asked to stop the same way
+    assert "Traceback" not in mon.log()
     assert not pidfile.exists()
+
+
+def test_no_reconnect_while_the_script_runs(tmp_path, servers, sockmon):
+    """The seed waits for its script (P_WAIT): here the script has a new server up and
+    listening 0.3 s before it ends, and sockmon still connects only after it ended."""
+    path = tmp_path / "s.sock"
+    server = servers("unix", path)
+    times, out, pidfile = tmp_path / "script.times", tmp_path / "new.out", tmp_path / "new.pid"
+    script, _ = make_script(tmp_path, extra=(
+        f'{sys.executable} {SERVERS} unix {path} > {out} &\n'
+        f'echo $! >> {pidfile}\n'
+        f'until grep -q ready {out}; do sleep 0.01; done\n'
+        f'echo "up $(date +%s.%N)" >> {times}\n'
+        'sleep 0.3\n'
+        f'echo "end $(date +%s.%N)" >> {times}\n'))
+    mon = sockmon("--watch", f"unix:{path}", "--restart", script, *FAST)
+    mon.wait_for(f"watching (server pid {server.pid})")
+    killed = time.time()
+    server.kill()
+    try:
+        new = int(wait_file_lines(pidfile, 1)[0])
+        mon.wait_for(f"watching (server pid {new})")
+        stamps = dict(line.split() for line in wait_file_lines(times, 2))
+        deadline = time.monotonic() + 10
+        while not (accepts := [float(t) for t in (tmp_path / "s.sock.count").read_text().split()
+                               if float(t) > killed]):
+            assert time.monotonic() < deadline, "the new server accepted nothing"
+            time.sleep(0.02)
+        # (the first server may not have accepted before its kill, so count from the kill)
+        assert len(accepts) == 1 and accepts[0] > float(stamps["end"]) > float(stamps["up"])
+        lines = mon.log().splitlines()
+        ended = next(i for i, line in enumerate(lines) if "restart script" in line)
+        assert not [line for line in lines[:ended] if ": connect failed" in line]
+        assert mon.stop() == 0
+    finally:
+        # sockmon first: it would answer a killed server by running the script again
+        if mon.proc.poll() is None:
+            mon.proc.kill()
+        for pid in (pidfile.read_text().split() if pidfile.exists() else []):
+            os.kill(int(pid), signal.SIGKILL)
 
 
 def test_zero_cpu_and_no_wakeups_while_waiting(tmp_path, servers, sockmon):

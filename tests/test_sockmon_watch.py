@@ -54,6 +54,27 @@ def test_retries_are_spaced_by_the_interval_on_fake_time(tmp_path):
     loop.close()
 
 
+def test_the_command_line_defaults_are_the_seeds_6_tries_5_s_apart(tmp_path, monkeypatch, capsys):
+    """No --retries, no --retry-interval: the real applet, its loop on a fake clock."""
+    from hamtools.applets import sockmon as applet
+    from hamtools.core import loop as loop_module
+
+    clock = FakeClock(start=0.0, autojump=True)
+    real_loop = loop_module.Loop
+    monkeypatch.setattr(loop_module, "Loop", lambda: real_loop(clock))
+    started = time.monotonic()
+    code = applet.main(["--watch", f"unix:{tmp_path}/nobody.sock", "--restart", "true",
+                        "--log", "stderr"])
+    assert time.monotonic() - started < 5  # 25 s of retries, on the fake clock
+    assert code == 1
+    lines = capsys.readouterr().err.splitlines()
+    tries = [line for line in lines if ": connect failed: " in line]
+    assert [t.partition("(")[2] for t in tries[:5]] == [
+        f"try {n} of 6, next in 5 s)" for n in range(1, 6)]
+    assert tries[5].endswith("giving up after 6 tries") and len(tries) == 6
+    assert clock.monotonic() == 25.0  # five intervals of 5 s between the six tries
+
+
 def test_give_up_reboot_calls_the_reboot_once():
     calls = []
     clock = FakeClock(start=0.0, autojump=True)
@@ -184,5 +205,84 @@ def test_cancelled_attempt_never_reports_and_closes_its_socket():
     attempt.cancel()
     loop.run_until(lambda: False, timeout=10)
     assert reported == []
+    listener.close()
+    loop.close()
+
+
+def _own_listener(kind: str, name: str) -> tuple[socket.socket, str]:
+    """A listener in this very process: sockmon cannot name its peer, so only probes decide."""
+    if kind == "unix":
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind("\0" + name)
+        target = f"unix:@{name}"
+    else:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.bind(("127.0.0.1", 0))
+        target = f"tcp:127.0.0.1:{listener.getsockname()[1]}"
+    listener.listen()
+    return listener, target
+
+
+def _recording_script(tmp_path):
+    record = tmp_path / "ran"
+    script = tmp_path / "restart.sh"
+    script.write_text(f'#!/bin/sh\necho "$SOCKMON_REASON|$SOCKMON_DETAIL" >> {record}\n')
+    script.chmod(0o755)
+    return script, record
+
+
+@pytest.mark.parametrize("kind", ["unix", "tcp"])
+def test_a_probe_left_in_a_closing_listeners_queue_means_dead_at_once(tmp_path, kind):
+    """A dying server's connection goes first, its listener a moment later: the probe
+    connects into the doomed queue and is reset. Dead, at once, with the first end's reason."""
+    listener, text = _own_listener(kind, f"hamtools-test-q-{os.getpid()}")
+    script, record = _recording_script(tmp_path)
+    clock = FakeClock(start=0.0, autojump=0.05)
+    loop, log, monitor = _monitor(clock, [(parse_target(text), [str(script)])],
+                                  retries=1, retry_interval=1.0)
+    watch = monitor.watches[0]
+    monitor.start(signals=False)
+    assert loop.run_until(lambda: watch.state == "watching", timeout=5)
+    conn, _ = listener.accept()
+    clock.advance(10.0)  # the server has been up a while
+    conn.close()  # the server's connection goes first...
+    # (until the probe has connected; an old sockmon said "not dead" right then)
+    assert loop.run_until(lambda: watch.state == "confirming" or log.times("not dead"), timeout=5)
+    ended = clock.monotonic()
+    listener.close()  # ...then its listener, with our unaccepted probe in the queue
+    assert loop.run_until(lambda: log.times("server dead"), timeout=5)
+    assert log.times("server dead") == [ended]  # no QUICK_CLOSE wait, no fake time at all
+    assert not log.times("not dead")
+    assert loop.run_until(lambda: monitor.stopping, timeout=10)
+    assert record.read_text().splitlines() == [
+        "eof|the server closed the connection; reconnect failed: connection refused"]
+    loop.close()
+
+
+def test_a_server_that_resets_the_probe_but_still_listens_is_not_dead():
+    """Accept, then reset (SO_LINGER 0): the re-check connects at once, so it lives."""
+    listener, text = _own_listener("tcp", "")
+    clock = FakeClock(start=0.0, autojump=0.05)
+    loop, log, monitor = _monitor(clock, [(parse_target(text), ["false"])])
+    watch = monitor.watches[0]
+    monitor.start(signals=False)
+    linger_0 = (1).to_bytes(4, "little") + (0).to_bytes(4, "little")  # struct linger {1, 0}
+
+    def accept_and_reset():
+        conn, _ = listener.accept()
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger_0)
+        conn.close()
+
+    assert loop.run_until(lambda: watch.state == "watching", timeout=5)
+    clock.advance(10.0)
+    accept_and_reset()  # the watched connection: reset
+    assert loop.run_until(lambda: watch.state == "confirming", timeout=5)
+    ended = clock.monotonic()
+    accept_and_reset()  # the probe: reset too
+    assert loop.run_until(lambda: log.times("not dead"), timeout=5)
+    assert log.times("not dead") == [ended]  # the re-check came at once and connected
+    assert watch.state == "watching" and watch.link is not None
+    assert not log.times("server dead")
+    monitor.stop(0)
     listener.close()
     loop.close()

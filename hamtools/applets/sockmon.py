@@ -14,6 +14,7 @@ import sys
 from hamtools.core import cli
 from hamtools.core.errors import EXIT_FALSE, EXIT_NOT_RUNNING, EXIT_USAGE, AppletError, describe_oserror
 from hamtools.sockmon.targets import DEFAULT_TCP_TIMEOUT, TargetError, parse_target, psutil_problem
+from hamtools.sockmon.watch import Settings
 
 PROG = "sockmon"
 HELP = """Run a restart script the moment a server's socket dies.
@@ -24,14 +25,22 @@ TARGET is unix:PATH (stream or seqpacket; unix:@NAME for an abstract socket), tc
 pid:PID (or pid:/PIDFILE, re-read after each restart) or name:PROG (the oldest process
 called PROG; needs psutil).
 
-When the server dies (hang-up, EOF or its pidfd; never polled), SCRIPT runs with
-SOCKMON_TARGET, SOCKMON_REASON (eof, reset, timeout, error, exited), SOCKMON_DETAIL and
-SOCKMON_PID set, sockmon waits for it, then reconnects: --retries tries, --retry-interval
-apart. When all fail, the give-up action runs: exit (status 1), reboot (sync, then the
-reboot system call; only when asked), or CMD (run by /bin/sh with SOCKMON_REASON=give-up,
-then a fresh round of tries). A server that merely closes an idle connection is not dead:
-sockmon reconnects at once and only a failed reconnect (or the server process's exit)
-counts as a death.
+When the server dies, SCRIPT runs with SOCKMON_TARGET, SOCKMON_REASON (how the watched
+connection ended: eof, reset, timeout, error; exited for a process), SOCKMON_DETAIL and
+SOCKMON_PID set; sockmon waits for it, then reconnects: --retries tries, --retry-interval
+apart. When all fail, the give-up action runs: exit (status 1; this ends every watch, a
+running script gets SIGTERM), reboot (sync, then the reboot system call; only when asked),
+or CMD (run by /bin/sh with SOCKMON_REASON=give-up; that watch alone then starts a fresh
+round of tries).
+
+Nothing is polled: sockmon sleeps until a connection ends (EOF, reset, or for tcp: the
+kernel's keepalive or user timeout) or a pidfd says a process exited. A pid: or name: target is dead when its process exits. A connection that
+ends may just be a server dropping an idle client, so sockmon probes with a reconnect (the
+first one at once, later ones at most every 0.5 s): the server is dead when the probe fails,
+or when its process (known for most unix: targets) has exited as well. A probe that
+connects must still be there 0.5 s later, or be closed with an EOF (accepted, then closed),
+before the server counts as alive; a reset on it is re-checked at once. A server process
+that exits while the connection stays up (a child holds it) is probed the same way.
 """
 
 # Options that take a value: the pre-scan below must skip their values to see the order of
@@ -51,11 +60,13 @@ def main(argv: list[str]) -> int:
                                               help="executable to run when the --watch before it dies"),
         config: str = cli.typer.Option(None, "--config", metavar="FILE",
                                        help="read TARGET SCRIPT [ARGS...] lines from FILE"),
-        retries: int = cli.typer.Option(6, "--retries", metavar="N", min=1,
+        retries: int = cli.typer.Option(Settings.retries, "--retries", metavar="N", min=1,
                                         help="connection tries before giving up"),
-        retry_interval: float = cli.typer.Option(5.0, "--retry-interval", metavar="SECS", min=0.0,
+        retry_interval: float = cli.typer.Option(Settings.retry_interval, "--retry-interval",
+                                                 metavar="SECS", min=0.0,
                                                  help="seconds between two tries"),
-        on_give_up: str = cli.typer.Option("exit", "--on-give-up", metavar="exit|reboot|CMD",
+        on_give_up: str = cli.typer.Option(Settings.on_give_up, "--on-give-up",
+                                           metavar="exit|reboot|CMD",
                                            help="what to do when every try failed"),
         tcp_timeout: int = cli.typer.Option(DEFAULT_TCP_TIMEOUT, "--tcp-timeout", metavar="SECS",
                                             min=3, help="tcp: a silent peer counts as dead after"),
@@ -65,8 +76,6 @@ def main(argv: list[str]) -> int:
         log: str = cli.typer.Option("both", "--log", metavar="both|syslog|stderr",
                                     help="where messages go (syslog: sockmon[pid], LOG_DAEMON)"),
     ) -> None:
-        from hamtools.sockmon.watch import Settings
-
         if log not in ("both", "syslog", "stderr"):
             raise AppletError(f"--log {log}: expected both, syslog or stderr", EXIT_USAGE)
         if not on_give_up.strip():

@@ -35,10 +35,9 @@ class Lost:
 class SocketLink:
     """A connection to the server, plus the server process itself when the kernel names it."""
 
-    def __init__(self, sock: socket.socket, peer: Process | None, connected_at: float):
+    def __init__(self, sock: socket.socket, peer: Process | None):
         self.sock = sock
         self.peer = peer
-        self.connected_at = connected_at
 
     def read_event(self) -> Lost | None:
         """The socket is readable: swallow whatever the server says; say if the link ended."""
@@ -69,10 +68,9 @@ class SocketLink:
 class ProcessLink:
     """A server process held by its pidfd (pid: and name: targets)."""
 
-    def __init__(self, proc: Process, connected_at: float):
+    def __init__(self, proc: Process):
         self.proc = proc
         self.peer = proc
-        self.connected_at = connected_at
 
     def describe(self) -> str:
         return f"pid {self.proc.pid}"
@@ -131,14 +129,14 @@ class Target:
     def connect(self, loop, done: Done) -> Attempt:
         attempt = Attempt(loop, done)
         try:
-            link = self._connect_now(loop)
+            link = self._connect_now()
         except OSError as err:
             attempt.finish_soon(None, self._why(err))
         else:
             attempt.finish_soon(link)
         return attempt
 
-    def _connect_now(self, loop) -> Link:
+    def _connect_now(self) -> Link:
         raise NotImplementedError
 
     def _why(self, err: OSError) -> str:
@@ -158,7 +156,7 @@ class UnixTarget(Target):
         # absolute now: --daemon changes to / before the first connect
         self.address = "\0" + path[1:] if path.startswith("@") else os.path.abspath(path)
 
-    def _connect_now(self, loop) -> Link:
+    def _connect_now(self) -> Link:
         for kind in (socket.SOCK_STREAM, socket.SOCK_SEQPACKET):
             sock = socket.socket(socket.AF_UNIX, kind | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
             try:
@@ -170,7 +168,7 @@ class UnixTarget(Target):
                 if err.errno == errno.EAGAIN:
                     raise OSError(errno.EAGAIN, "the listen queue is full") from None
                 raise
-            return SocketLink(sock, peer_process(sock), loop.clock.monotonic())
+            return SocketLink(sock, peer_process(sock))
         raise OSError(errno.EPROTOTYPE, "neither a stream nor a seqpacket socket")
 
 
@@ -215,7 +213,7 @@ class TcpTarget(Target):
                 sock.close()
                 attempt.finish(None, os.strerror(code).lower())
             else:
-                attempt.finish(SocketLink(sock, None, loop.clock.monotonic()))
+                attempt.finish(SocketLink(sock, None))
 
         def timed_out() -> None:
             settle()
@@ -272,9 +270,9 @@ class PidTarget(Target):
         self.pidfile = pidfile
         self.once = pidfile is None
 
-    def _connect_now(self, loop) -> Link:
+    def _connect_now(self) -> Link:
         pid = self.pid if self.pidfile is None else read_pidfile(self.pidfile)
-        return ProcessLink(open_living(pid), loop.clock.monotonic())
+        return ProcessLink(open_living(pid))
 
 
 def read_pidfile(path: str) -> int:
@@ -305,11 +303,11 @@ class NameTarget(Target):
         super().__init__(text)
         self.prog = prog
 
-    def _connect_now(self, loop) -> Link:
+    def _connect_now(self) -> Link:
         pid = find_process(self.prog)
         if pid is None:
             raise OSError(errno.ESRCH, f"no process named {self.prog}")
-        return ProcessLink(open_living(pid), loop.clock.monotonic())
+        return ProcessLink(open_living(pid))
 
 
 def psutil_problem() -> str | None:

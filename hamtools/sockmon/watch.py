@@ -1,11 +1,14 @@
 """sockmon's watches: connect, notice the death, run the script, reconnect, give up.
 
-One Watch per TARGET SCRIPT pair, all on one event loop and independent of each other.
-A watch's life (the seed's loop, made non-blocking):
+One Watch per TARGET SCRIPT pair, all on one event loop. A watch never waits for another
+(one's script does not delay another's detection), but giving up is not always private:
+with --on-give-up exit (the default) one watch giving up stops them all, reboot reboots,
+and only a CMD is run for that watch alone (Monitor.give_up). A watch's life (the seed's
+loop, made non-blocking):
 
     connecting --ok--> watching --connection ended--> probing --probe fails--> restarting
         |  ^ fail: wait retry-interval,                  |  probe connects:            |
-        |  |       up to --retries tries                 |  idle close, not dead       |
+        |  |       up to --retries tries                 |  confirming, then           |
         |  +---------------------------------------------+-> watching                  |
         +--all tries failed--> give-up action          restarting --script done--> connecting
 
@@ -13,14 +16,26 @@ Death versus an idle close. A server may close a connection it finds idle; that 
 death. So when the connection ends (EOF, reset, keepalive/user timeout) sockmon first asks
 the kernel whether the server *process* is gone: for unix sockets the peer is known
 (SO_PEERPIDFD, or SO_PEERCRED's pid verified by start time) and held by a pidfd, and if it
-has exited the server is dead, no further question. Otherwise it probes: one immediate
-reconnect. A server that accepts is alive (the probe's connection becomes the watched one);
-a refused/absent/timed-out probe means dead. The peer's pidfd stays watched while the probe is
-in flight, so a server that dies while we probe is still seen at once. The peer pidfd
+has exited the server is dead, no further question. Otherwise it probes: one reconnect.
+A refused/absent/timed-out probe means dead. The peer's pidfd stays watched while the probe
+is in flight, so a server that dies while we probe is still seen at once. The peer pidfd
 turning readable while our connection is still up (another process holds the socket: a
 daemonizing parent, a child that inherited the fd) is checked the same way: look at the
-connection, then probe. A server that closes connections at once would make this a busy
-loop, so a probe comes at the earliest QUICK_CLOSE after the previous connection was made.
+connection, then probe.
+
+A probe that connects proves less than it seems: a dying process's last fds are torn down
+one by one, often our connection before its listener, so the probe can land in the queue
+of a listener that is about to close. When a listener closes, the kernel resets the
+connections still in its queue (TCP and unix alike); a server that accepted the probe would
+close it with an EOF instead. So a probe that connects is first *confirmed* for QUICK_CLOSE:
+a reset on it in that time brings one more probe at once (refused: dead; connects: alive),
+the peer's exit means dead, an EOF means a living server accepted and closed it. Whatever
+decides, the script gets the first end's reason, not the probe's, and "not dead" is logged
+only once it is decided.
+
+A server that closes connections at once would make probing a busy loop, so a probe comes
+at the earliest QUICK_CLOSE after the previous one (the immediate re-check above aside);
+the first probe after a (re)connection never waits.
 """
 
 import os
@@ -33,7 +48,7 @@ from hamtools.core.log import Log
 from hamtools.core.loop import Loop
 from hamtools.sockmon.targets import Link, Lost, ProcessLink, SocketLink, Target
 
-QUICK_CLOSE = 0.5  # seconds: at most one probe per this long for one watch
+QUICK_CLOSE = 0.5  # seconds: one probe per this long at most, and a new probe's probation
 
 
 @dataclass
@@ -60,14 +75,17 @@ class Watch:
         self.child: procs.Process | None = None  # the restart script or give-up command
         self._attempt = None
         self._timer = None
-        self._suspect: Lost | None = None
+        self._suspect: Lost | None = None  # the first end, while probing or confirming
         self._suspect_pid: int | None = None
+        self._last_probe = float("-inf")
+        self._rechecking = False  # this probe is the one immediate re-check after a reset
         self._killer = None
 
     # -- connecting ---------------------------------------------------------------------
 
     def start(self) -> None:
         self.tries = 0
+        self._last_probe = float("-inf")  # a new connection's first probe never waits
         self._try_connect()
 
     def _try_connect(self) -> None:
@@ -120,26 +138,40 @@ class Watch:
             self._connection_ended(lost)
 
     def _connection_ended(self, lost: Lost) -> None:
-        since = self.link.connected_at
         self._drop_link()
+        if self.state == "confirming":  # the probe's connection, still on probation
+            self._cancel_pending()
+            first = self._suspect
+            if self.peer is not None and self.peer.exited():
+                self._peer_gone(first)
+            elif lost.reason == "reset":  # perhaps a closing listener's queue: look again
+                self._rechecking = True
+                self._probe(first, self._suspect_pid, at_once=True)
+            else:  # a living server accepted the probe, then closed it
+                self._not_dead(first)
+                self._probe(lost)
+            return
         if self.peer is not None and self.peer.exited():
             self._peer_gone(lost)
             return
-        self._probe(lost, since)
+        self._probe(lost)
 
     def _peer_exited(self) -> None:
         """The server process's pidfd became readable (watch_pidfd has unregistered it)."""
-        if self.state == "watching":
+        if self.state in ("watching", "confirming"):
+            first = self._suspect if self.state == "confirming" else None
             lost = self.link.peek()
             if lost is not None:  # the usual death: its fds were closed before it exited
+                self._cancel_pending()
                 self._drop_link()
-                self._peer_gone(lost)
+                self._peer_gone(first or lost)
                 return
             # Our connection outlives the process: another process holds the server's end.
-            pid, since = self.peer.pid, self.link.connected_at
+            pid = self.peer.pid
+            self._cancel_pending()
             self._drop_link()
             self._drop_peer()
-            self._probe(Lost("exited", f"server pid {pid} exited"), since, pid)
+            self._probe(first or Lost("exited", f"server pid {pid} exited"), pid)
         elif self.state == "probing":
             self._cancel_pending()
             self._peer_gone(self._suspect)
@@ -149,12 +181,14 @@ class Watch:
         self._drop_peer()
         self._dead(Lost(lost.reason, f"{lost.detail}; server pid {pid} exited"), pid)
 
-    def _probe(self, lost: Lost, since: float, pid: int | None = None) -> None:
+    def _probe(self, lost: Lost, pid: int | None = None, *, at_once: bool = False) -> None:
         """Connection ended, server process alive or unknown: dead, or just an idle close?"""
         self.state = "probing"
         self._suspect = lost
         self._suspect_pid = pid
-        delay = since + QUICK_CLOSE - self.loop.clock.monotonic()
+        if not at_once:
+            self._rechecking = False
+        delay = 0.0 if at_once else self._last_probe + QUICK_CLOSE - self.loop.clock.monotonic()
         if delay > 0:
             self._timer = self.loop.call_later(delay, self._probe_now)
         else:
@@ -162,6 +196,7 @@ class Watch:
 
     def _probe_now(self) -> None:
         self._timer = None
+        self._last_probe = self.loop.clock.monotonic()
         self._attempt = self.target.connect(self.loop, self._probed)
 
     def _probed(self, link: Link | None, why: str) -> None:
@@ -172,13 +207,29 @@ class Watch:
             self._drop_peer()
             self._dead(Lost(lost.reason, f"{lost.detail}; reconnect failed: {why}"), pid)
             return
+        self._watch(link)
+        if self._rechecking:  # a listener still there after the reset: the server lives
+            self._not_dead(lost)
+            return
+        self.state = "confirming"
+        self._timer = self.loop.call_later(QUICK_CLOSE, self._confirmed)
+
+    def _confirmed(self) -> None:
+        self._timer = None
+        self.state = "watching"
+        self._not_dead(self._suspect)
+
+    def _not_dead(self, lost: Lost) -> None:
+        self._suspect = None
+        self._suspect_pid = None
         self.log.info(f"{self.target}: {lost.detail}, but the server accepts a new connection: "
                       "not dead; watching again")
-        self._watch(link)
 
     # -- restarting ---------------------------------------------------------------------
 
     def _dead(self, lost: Lost, pid: int | None) -> None:
+        self._suspect = None
+        self._suspect_pid = None
         self.restarts += 1
         self.log.warning(f"{self.target}: server dead ({lost.detail}); running {self.script[0]}")
         env = dict(os.environ, SOCKMON_TARGET=self.target.text, SOCKMON_REASON=lost.reason,
