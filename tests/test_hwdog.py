@@ -14,7 +14,7 @@ from tests.wdt_fakes import FakeDriver
 
 @pytest.fixture
 def setup(tmp_path, monkeypatch):
-    monkeypatch.setattr(hwdog, "boot_id", lambda: "boot-2")
+    monkeypatch.setattr(hwdog.bootid, "boot_id", lambda: "boot-2")
     loop = Loop(FakeClock(autojump=True))
     logged = []
 

@@ -239,3 +239,25 @@ def test_entities_never_see_hams_own_notify_socket(tmp_path, monkeypatch):
         runner.stop()
         kill_leftovers(pids)
 
+
+
+@pytest.mark.skipif(SYSTEMD_NOTIFY is None, reason="systemd-notify missing: .ci/run installs systemd")
+def test_reloading_stopping_errno_and_a_new_watchdog_period(board, tmp_path):
+    go = tmp_path / "go"
+    script = (f"systemd-notify --ready; while [ ! -e {go} ]; do sleep 0.05; done; "
+              "systemd-notify RELOADING=1 ERRNO=5 WATCHDOG_USEC=5000000; sleep 0.5; "
+              "systemd-notify --ready; sleep 0.3; systemd-notify STOPPING=1 --status=bye; exec sleep 600")
+    ham = board(watched("keys", script))
+    wait_for(lambda: (entity_status("keys") or {}).get("ready"), what="READY=1")
+    go.touch()
+    wait_for(lambda: (entity_status("keys")["notify"] or {}).get("state") == "reloading", what="RELOADING=1")
+    reloading = entity_status("keys")
+    assert not reloading["ready"] and reloading["notify"]["errno"] == 5
+    assert reloading["heartbeat"]["period"] == 5.0  # WATCHDOG_USEC= took effect
+    time.sleep(1.0)  # well past the old 300 ms period: the new one holds
+    assert entity_status("keys")["heartbeat_state"] == "healthy"
+    wait_for(lambda: entity_status("keys")["notify"]["state"] == "stopping", what="STOPPING=1")
+    final = entity_status("keys")
+    assert final["ready"] and final["notify"]["status"] == "bye"
+    notes = [e["note"] for e in ham.events() if e["what"] == "notify"]
+    assert notes == ["ERRNO=5 RELOADING WATCHDOG_USEC=5000000", "STOPPING"]

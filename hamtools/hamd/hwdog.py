@@ -15,20 +15,11 @@ the board; `hamctl stop` (ham_stop) closes it with the magic 'V'.
 
 import os
 
-from hamtools.core import cjson, watchdog
+from hamtools.core import bootid, cjson, watchdog
 from hamtools.core.atomic import read_or_none, write_atomic
 
 DEFAULT_RECORD = "/var/lib/ham/watchdog.json"
 SHUTDOWN_TIMEOUT = 600
-BOOT_ID = "/proc/sys/kernel/random/boot_id"
-
-
-def boot_id() -> str:
-    try:
-        with open(BOOT_ID) as text:
-            return text.read().strip()
-    except OSError:
-        return ""
 
 
 class HardwareWatchdog:
@@ -89,7 +80,7 @@ class HardwareWatchdog:
 
     def _blame(self, name: str, pid: int | None) -> None:
         record = {"culprit": name, "pid": pid, "device": self.device.path, "identity": self.identity,
-                  "timeout": self.timeout, "boot_id": boot_id(), "time": self.loop.clock.time()}
+                  "timeout": self.timeout, "boot_id": bootid.boot_id(), "time": self.loop.clock.time()}
         try:
             os.makedirs(os.path.dirname(self.record_path), exist_ok=True)
             write_atomic(self.record_path, cjson.dumps(record).encode(), 0o644)
@@ -105,8 +96,8 @@ class HardwareWatchdog:
                 record = cjson.loads(raw)
             except ValueError:
                 record = None
-            if isinstance(record, dict) and record.get("boot_id") != boot_id():
-                record["reported_in_boot"] = boot_id()
+            if isinstance(record, dict) and record.get("boot_id") != bootid.boot_id():
+                record["reported_in_boot"] = bootid.boot_id()
                 record["bootstatus_says_watchdog"] = (None if self.bootstatus is None
                                                       else bool(self.bootstatus & watchdog.RESET_CAUSES))
                 try:
@@ -122,7 +113,7 @@ class HardwareWatchdog:
             record = cjson.loads(raw) if raw is not None else None
         except ValueError:
             return None
-        return record if isinstance(record, dict) and record.get("reported_in_boot") == boot_id() else None
+        return record if isinstance(record, dict) and record.get("reported_in_boot") == bootid.boot_id() else None
 
     # ---- leaving -------------------------------------------------------------------------
 

@@ -38,6 +38,21 @@ def _text(args: dict, key: str, default=None) -> str:
     return value
 
 
+def _settings(args: dict) -> dict:
+    settings = args.get("settings")
+    if not isinstance(settings, dict) or not settings:
+        raise HamError(errno.EINVAL, "settings must be a non-empty object")
+    return settings
+
+
+def _validated(apply, *args):
+    """apply(*args), its ValueError (the configuration schema's) answered as EINVAL."""
+    try:
+        return apply(*args)
+    except ValueError as bad:
+        raise HamError(errno.EINVAL, str(bad)) from None
+
+
 def _split(line: str) -> list[str]:
     try:
         argv = words.split(line)
@@ -370,34 +385,19 @@ class Requests:
         ways); they apply from its next death or start."""
         entity = self.model.entity(_text(args, "name"))
         self._require(self._may_administer(conn), f"set the policy of {entity.name!r}")
-        settings = args.get("settings")
-        if not isinstance(settings, dict) or not settings:
-            raise HamError(errno.EINVAL, "settings must be a non-empty object")
-        try:
-            spec = self.ham.services.respec(entity, settings)
-        except ValueError as bad:
-            raise HamError(errno.EINVAL, str(bad)) from None
+        spec = _validated(self.ham.services.respec, entity, _settings(args))
         return {k: v for k, v in spec.items() if k not in ("conditions", "source")}
 
     def op_group_set(self, conn, args):
         """A service group's strategy and window (the third way to set them, besides a file)."""
         name = _text(args, "name")
         self._require(self._may_administer(conn), f"set the policy of group {name!r}")
-        settings = args.get("settings")
-        if not isinstance(settings, dict) or not settings:
-            raise HamError(errno.EINVAL, "settings must be a non-empty object")
-        try:
-            group = self.ham.services.set_group(name, settings)
-        except ValueError as bad:
-            raise HamError(errno.EINVAL, str(bad)) from None
+        group = _validated(self.ham.services.set_group, name, _settings(args))
         return {k: v for k, v in group.items() if k != "source"}
 
     def op_reload(self, conn, args):
         self._require(self._may_administer(conn), "reload ham's configuration")
-        try:
-            return self.ham.reload()
-        except ValueError as bad:
-            raise HamError(errno.EINVAL, str(bad)) from None
+        return _validated(self.ham.reload)
 
     # ---- publishing ---------------------------------------------------------------------
 

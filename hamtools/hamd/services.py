@@ -20,13 +20,12 @@ alone (same pids).
 import os
 import _signal
 
-from hamtools.core import proc
+from hamtools.core import bootid, proc
 from hamtools.hamd import notify, policy
 from hamtools.hamd.model import Entity
 
 READY_POLL = 0.05  # seconds between looks for a readiness path, only while one is awaited
 SET_SOURCE = "hamctl set"  # the source of a service or group made through the API, not a file
-BOOT_ID = "/proc/sys/kernel/random/boot_id"
 
 
 class Services:
@@ -37,7 +36,7 @@ class Services:
         self.loop = ham.loop
         self.clock = ham.loop.clock
         self.log = ham.log
-        self.boot = _boot_id()
+        self.boot = bootid.boot_id()
         self.groups: dict[str, dict] = dict(ham.saved_groups)  # name -> settings (persisted)
         self.group_state: dict[str, policy.GroupState] = {}
         self.histories: dict[str, policy.History] = {}
@@ -519,15 +518,6 @@ class Services:
             self.stop(pending.pop(0), then=next_one)
 
         next_one()
-
-
-def _boot_id() -> str:
-    """This boot's identity: monotonic times from another boot mean nothing."""
-    try:
-        with open(BOOT_ID) as source:
-            return source.read().strip()
-    except OSError:
-        return ""
 
 
 def _plain(entity: Entity) -> dict:
