@@ -807,14 +807,15 @@ def test_name_target_without_psutil_says_so_and_other_targets_still_work(tmp_pat
 
 # -- from the built zipapp ----------------------------------------------------------------
 
-def test_zipapp_runs_sockmon_through_shiv_with_fresh_shiv_root(tmp_path, hamtools_zip):
+def test_zipapp_runs_sockmon_through_shiv_with_fresh_shiv_root(tmp_path, hamtools_zip, clean_python):
+    """From a clean interpreter (no site packages): psutil comes from the zip, extracted."""
     shiv_root = tmp_path / "shiv"
     prog = tmp_path / f"smzip{os.getpid()}"
     shutil.copy("/bin/sleep", prog)
     server = subprocess.Popen([str(prog), "60"])
     script, record = make_script(tmp_path)
     mon = Sockmon(["--watch", f"name:{prog.name}", "--restart", script, *FAST], tmp_path,
-                  command=[sys.executable, "-I", str(hamtools_zip), "sockmon", "--log", "stderr"],
+                  command=[clean_python, "-I", str(hamtools_zip), "sockmon", "--log", "stderr"],
                   env={"SHIV_ROOT": str(shiv_root), "PYTHONPATH": ""})
     try:
         mon.wait_for(f"watching (pid {server.pid})", timeout=30)

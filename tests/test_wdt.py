@@ -522,10 +522,10 @@ def test_feed_daemonizes_and_reports_ready(tmp_path):
     assert writes.read_bytes().endswith(b"\0V")
 
 
-def test_feed_daemon_errors_reach_the_caller(hamtools_zip, tmp_path):
+def test_feed_daemon_errors_reach_the_caller(hamtools_zip, clean_python, tmp_path):
     for path, code, why in ((tmp_path / "missing", 3, "no such device"),
                             (tmp_path, 1, "not a watchdog device (a directory)")):
-        proc = subprocess.Popen([sys.executable, "-I", str(hamtools_zip), "wdt", "feed", "-T",
+        proc = subprocess.Popen([clean_python, "-I", str(hamtools_zip), "wdt", "feed", "-T",
                                  "2", str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
         _, err = proc.communicate(timeout=10)
