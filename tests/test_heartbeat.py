@@ -48,9 +48,9 @@ def test_one_shot_exit_codes(ham):
 
 
 def test_every_keeps_an_entity_healthy_while_its_pid_lives(ham):
-    """The feeder beats for a placeholder-turned-self entity every 0.1 s while a sleeper lives,
-    then exits 0 when the sleeper ends; the entity saw no miss meanwhile."""
-    mine = ham_attach_self("fed", 200 * 10**6, 1, 3, 0)  # 0.2 s period: a miss within 0.3 s
+    """The feeder beats every 0.1 s while a sleeper lives (three periods), then exits 0 when
+    the sleeper ends; the entity saw no miss meanwhile."""
+    mine = ham_attach_self("fed", 500 * 10**6, 1, 3, 0)  # 0.5 s period: a miss within 0.75 s
     sleeper = subprocess.Popen(["/bin/sleep", "1.5"])
     try:
         started = time.monotonic()

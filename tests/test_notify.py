@@ -86,7 +86,9 @@ def _healthy_and_ready(name: str, ham: HamRunner) -> None:
 
 @pytest.mark.skipif(SYSTEMD_NOTIFY is None, reason="systemd-notify missing: .ci/run installs systemd")
 def test_systemd_notify_keeps_a_service_alive_and_marks_it_ready(board):
-    script = ("sleep 0.4; systemd-notify --ready --status=warming; "
+    # beating from the start (the first period runs from the start), ready 0.4 s later
+    script = ("for i in 1 2 3 4; do systemd-notify WATCHDOG=1; sleep 0.1; done; "
+              "systemd-notify --ready --status=warming; "
               "while :; do systemd-notify WATCHDOG=1; sleep 0.1; done")
     ham = board(watched("sysd", script))
     assert entity_status("after-sysd")["run"] == "stopped"  # not before READY=1
@@ -96,7 +98,9 @@ def test_systemd_notify_keeps_a_service_alive_and_marks_it_ready(board):
 
 def test_the_sdnotify_package_keeps_a_service_alive_and_marks_it_ready(board):
     pytest.importorskip("sdnotify", reason="the sdnotify package is a dev dependency (pyproject.toml)")
-    code = ("import sdnotify, time; n = sdnotify.SystemdNotifier(); time.sleep(0.4); n.notify('READY=1')\n"
+    code = ("import sdnotify, time; n = sdnotify.SystemdNotifier()\n"
+            "for _ in range(4):\n    n.notify('WATCHDOG=1'); time.sleep(0.1)\n"
+            "n.notify('READY=1')\n"
             "while True:\n    n.notify('WATCHDOG=1'); time.sleep(0.1)")
     script = f"exec {sys.executable} -c \"{code}\""
     ham = board(watched("pynotify", script))
@@ -189,17 +193,22 @@ def _cmd(pid: int) -> str:
         return ""
 
 
+def ham_under_a_manager(tmp_path, monkeypatch, socket_name: str, watchdog_usec: str) -> HamRunner:
+    """ham started with NOTIFY_SOCKET=tmp_path/socket_name and WATCHDOG_USEC, as systemd would."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    monkeypatch.setenv("HAM_RUNTIME_DIR", str(run_dir))
+    runner = HamRunner(run_dir)
+    runner.extra_env = {"NOTIFY_SOCKET": str(tmp_path / socket_name), "WATCHDOG_USEC": watchdog_usec}
+    return runner.start()
+
+
 def test_ham_under_a_notify_socket_reports_ready_mainpid_and_watchdog(tmp_path, monkeypatch):
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     listener.bind(str(tmp_path / "manager"))
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
     listener.settimeout(10)
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    monkeypatch.setenv("HAM_RUNTIME_DIR", str(run_dir))
-    runner = HamRunner(run_dir)
-    runner.extra_env = {"NOTIFY_SOCKET": str(tmp_path / "manager"), "WATCHDOG_USEC": "200000"}
-    runner.start()
+    runner = ham_under_a_manager(tmp_path, monkeypatch, "manager", "200000")
     try:
         first, creds = _receive(listener)
         fields = sdnotify.parse(first)
@@ -225,12 +234,8 @@ def _receive(sock) -> tuple[bytes, int]:
 
 
 def test_entities_never_see_hams_own_notify_socket(tmp_path, monkeypatch):
+    runner = ham_under_a_manager(tmp_path, monkeypatch, "nobody", "1000000")
     run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    monkeypatch.setenv("HAM_RUNTIME_DIR", str(run_dir))
-    runner = HamRunner(run_dir)
-    runner.extra_env = {"NOTIFY_SOCKET": str(tmp_path / "nobody"), "WATCHDOG_USEC": "1000000"}
-    runner.start()
     out = tmp_path / "env"
     try:
         from hamtools.ham import ham_attach
