@@ -81,6 +81,11 @@ def policy(pid: int) -> int:
         return int(f.read().rsplit(")", 1)[1].split()[38])  # field 41: sched policy
 
 
+def oom_score_adj(pid: int) -> int:
+    with open(f"/proc/{pid}/oom_score_adj") as f:
+        return int(f.read())
+
+
 def boot_one() -> None:
     subprocess.run(["dmsetup", "create", "hang", "--noudevsync", "--table", "0 8 zero"], check=True)
     subprocess.run(["dmsetup", "suspend", "--noudevsync", "hang"], check=True)
@@ -90,6 +95,7 @@ def boot_one() -> None:
     now = status()
     pids = {e["name"]: e["pid"] for e in now.get("entities", [])}
     note("policies", {"ham": policy(now["ham_pid"]), "steady": policy(pids["steady"])})
+    note("oom_score_adj", {"ham": oom_score_adj(now["ham_pid"]), "steady": oom_score_adj(pids["steady"])})
     note("watchdog", now.get("watchdog"))
     while True:  # until the watchdog resets the VM
         note("alive", uptime())

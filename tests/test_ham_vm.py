@@ -51,8 +51,9 @@ def test_ham_feeds_it_then_lets_it_reset_the_board_for_an_unkillable_worker(run)
     assert "stuck is dead" not in log  # SIGKILL could not end it: no feeding ever again
 
 
-def test_realtime_is_hams_own_not_its_childrens(run):
+def test_realtime_and_oom_protection_are_hams_own_not_its_childrens(run):
     assert run["facts"][1]["policies"] == {"ham": 1, "steady": 0}  # SCHED_FIFO / SCHED_OTHER
+    assert run["facts"][1]["oom_score_adj"] == {"ham": -1000, "steady": 0}
 
 
 def test_the_next_boot_names_the_culprit(run):

@@ -194,6 +194,11 @@ def test_tcp_server_death_runs_script_once(tmp_path, servers, sockmon, how):
     assert "reconnect failed: connection refused" in mon.log()
 
 
+def target_of(kind: str, where: Path) -> str:
+    """The watch target of a test server: its socket path, or the port it wrote to where."""
+    return f"unix:{where}" if kind == "unix" else f"tcp:127.0.0.1:{where.read_text()}"
+
+
 def timed_script(tmp_path: Path, extra: str = "") -> tuple[Path, Path]:
     """A restart script recording REASON|WALL-TIME-IT-STARTED per run (date +%s.%N)."""
     record = tmp_path / "timed.runs"
@@ -217,7 +222,7 @@ def test_repeated_kills_are_seen_at_once_with_the_first_ends_reason(tmp_path, se
     probe's reason)."""
     where = tmp_path / ("s.sock" if kind == "unix" else "port")
     server = serve_again(servers, kind, where)
-    target = f"unix:{where}" if kind == "unix" else f"tcp:127.0.0.1:{where.read_text()}"
+    target = target_of(kind, where)
     script, record = timed_script(tmp_path)
     mon = sockmon("--watch", target, "--restart", script, "--retries", "200",
                   "--retry-interval", "0.02")
@@ -246,7 +251,7 @@ def test_a_server_dying_connection_first_then_listener_is_dead_not_idle(tmp_path
     """The same order of teardown, stretched to 0.2 s so the probe surely lands in the queue."""
     where = tmp_path / ("s.sock" if kind == "unix" else "port")
     server = servers(kind, where, "--slow-death", "0.2")
-    target = f"unix:{where}" if kind == "unix" else f"tcp:127.0.0.1:{where.read_text()}"
+    target = target_of(kind, where)
     script, record = timed_script(tmp_path)
     mon = sockmon("--watch", target, "--restart", script, *FAST)
     mon.wait_for(": watching (")
@@ -481,7 +486,7 @@ def test_retry_interval_spaces_the_tries(tmp_path, sockmon):
 def test_idle_close_is_not_taken_for_death(tmp_path, servers, sockmon, kind):
     where = tmp_path / ("s.sock" if kind == "unix" else "port")
     server = servers(kind, where, "--idle-close", "0.2")
-    target = f"unix:{where}" if kind == "unix" else f"tcp:127.0.0.1:{where.read_text()}"
+    target = target_of(kind, where)
     script, record = make_script(tmp_path)
     mon = sockmon("--watch", target, "--restart", script, *FAST)
     mon.wait_for("watching")

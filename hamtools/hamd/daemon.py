@@ -409,7 +409,7 @@ def protect_self(realtime: bool, log) -> None:
         with open("/proc/self/oom_score_adj", "w") as adj:
             adj.write("-1000")
     except OSError as err:
-        log(2, f"oom_score_adj -1000: {err.strerror} (not root?)")
+        log(1, f"oom_score_adj -1000 refused: {err.strerror} (it needs CAP_SYS_RESOURCE)")
     if not realtime:
         return
     from hamtools.core import libc

@@ -29,8 +29,9 @@ class HardwareWatchdog:
         self.loop, self.log, self.device = loop, log, device
         self.record_path = record
         self.shutdown_timeout = shutdown_timeout
-        self.identity = _quietly(lambda: device.get_support().identity, "watchdog")
-        self.can_set = bool(_quietly(lambda: device.get_support().options, 0) & watchdog.WDIOF_SETTIMEOUT)
+        support = _quietly(device.get_support, None)
+        self.identity = support.identity if support else "watchdog"
+        self.can_set = bool(support and support.options & watchdog.WDIOF_SETTIMEOUT)
         if timeout is not None:
             self.timeout = device.set_timeout(timeout)
         else:

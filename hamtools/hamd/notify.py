@@ -18,8 +18,9 @@ execs the program, since posix_spawn cannot know the pid beforehand). What a dat
                      systemd does (Debian's systemd-notify waits until then)
 
 Who may say it: the kernel's credentials (SO_PASSCRED) must name the entity's process or one
-of its descendants, as the entity's uid or root; anything else is dropped and logged (rate-
-limited by ham's log). Truncated datagrams and datagrams without credentials are dropped.
+of its descendants, as the entity's uid or root; anything else is dropped and logged (ham's
+log counts a repeated line instead of writing it again). Truncated datagrams and datagrams
+without credentials are dropped.
 """
 
 import _socket
