@@ -59,11 +59,11 @@ def step(name, argv):
     save()
 
 
-def wait_state(want, seconds=20):
+def wait_attribute(name, want, seconds=20):
     deadline = time.monotonic() + seconds
-    while attribute("state") != want and time.monotonic() < deadline:
+    while attribute(name) != want and time.monotonic() < deadline:
         time.sleep(0.05)
-    return attribute("state") == want
+    return attribute(name) == want
 
 
 def feeder(*args):
@@ -102,7 +102,10 @@ def arm_and_stop():
 def feeding(timeout=3, alive_for=9):
     """A foreground feeder keeps it alive well past the timeout; a second opener is refused."""
     proc = feeder("-F", "-T", str(timeout), DEVICE)
-    note("feeder_started", active=wait_state("active"), timeout=attribute("timeout"))
+    # the feeder opens the device (active) and then sets its timeout: wait for both
+    active = wait_attribute("state", "active")
+    wait_attribute("timeout", str(timeout), 5)
+    note("feeder_started", active=active, timeout=attribute("timeout"))
     began = time.monotonic()
     step("second_opener", [*WDT, "ping"])
     step("wdctl_busy", ["wdctl"])
@@ -111,7 +114,7 @@ def feeding(timeout=3, alive_for=9):
     note("alive_while_fed", fed_for=round(time.monotonic() - began, 1))
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
-    note("feeder_terminated", rc=proc.returncode, err=err, inactive=wait_state("inactive", 5))
+    note("feeder_terminated", rc=proc.returncode, err=err, inactive=wait_attribute("state", "inactive", 5))
 
 
 def daemon_feeding(timeout=3):
@@ -121,7 +124,7 @@ def daemon_feeding(timeout=3):
     time.sleep(2 * timeout)
     note("daemon_alive", active=attribute("state") == "active")
     os.kill(pid, signal.SIGTERM)
-    note("daemon_terminated", inactive=wait_state("inactive", 10),
+    note("daemon_terminated", inactive=wait_attribute("state", "inactive", 10),
          pidfile_removed=not os.path.exists("/run/feed.pid") or wait_gone("/run/feed.pid"))
 
 
@@ -135,7 +138,7 @@ def wait_gone(path, seconds=5):
 def nowayout_flag():
     """feed --nowayout: SIGTERM closes without 'V', so it stays armed; magic-close stops it."""
     proc = feeder("-F", "--nowayout", "-T", "30", DEVICE)
-    wait_state("active")
+    wait_attribute("state", "active")
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=30)
     note("nowayout_feeder_terminated", rc=proc.returncode)
@@ -151,7 +154,7 @@ def starve_by_sigkill(timeout):
     with, so the host can tell how long after the kill the reset came.
     """
     proc = feeder("-F", "-T", str(timeout), DEVICE)
-    wait_state("active")
+    wait_attribute("state", "active")
     proc.kill()
     with open(os.path.join(os.environ["VM_SHARE"], "feeder-killed"), "w") as f:
         f.write(f"{uptime()}\n")
@@ -174,7 +177,7 @@ def module_nowayout():
     step("set_timeout_refused", [*WDT, "set-timeout", "5"])
     step("magic_close_inactive", [*WDT, "magic-close"])
     proc = feeder("-F", "-T", "4", DEVICE)
-    wait_state("active")
+    wait_attribute("state", "active")
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=30)
     note("feeder_terminated", rc=proc.returncode)
