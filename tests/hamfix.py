@@ -55,6 +55,15 @@ class HamRunner:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self.stop_successor()
+
+    def stop_successor(self) -> None:
+        """A ham that took over (its guardian) when the one we started was killed: stop it
+        the way hamctl does (guardian first), and wait until the lock is free."""
+        if not self.answers():
+            return
+        subprocess.run([sys.executable, "-m", "hamtools", "hamctl", "stop"], env=self.env(), cwd=ROOT,
+                       capture_output=True, timeout=30)
 
     def read_log(self) -> str:
         try:

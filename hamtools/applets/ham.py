@@ -14,7 +14,7 @@ from hamtools.core.errors import EXIT_USAGE, AppletError
 USAGE = """\
 Usage: ham [-v...] [-V N] [-d] [-f FILE] [-t none|relative|absolute|shortabs]
            [--runtime-dir DIR] [--group GROUP] [--foreground] [--stop-entities]
-           [--config FILE]...
+           [--no-guardian] [--config FILE]...
 
 The High Availability Manager (QNX ham): supervises entities (spawned, adopted and
 self-attached processes), fires conditions (death, abnormal death, detach, restart, missed
@@ -30,6 +30,9 @@ notify pulse/signal, heartbeat_healthy, log). Drive it with `hamctl` or hamtools
   --group GROUP      group of the control socket (default root's)
   --foreground       do not detach (default: detach once the sockets are up)
   --stop-entities    on SIGTERM, stop the entities too (default: they keep running)
+  --no-guardian      run without the guardian (QNX ham's Guardian is always there): by
+                     default a small second process becomes ham when ham dies, and ham
+                     starts a new guardian when that one dies
   --config FILE      services to run (repeatable): FILE.toml is TOML, anything else a
                      seed 001 startup file; a bad line stops ham before anything starts;
                      SIGHUP or `hamctl reload` applies changed files
@@ -42,9 +45,13 @@ notify pulse/signal, heartbeat_healthy, log). Drive it with `hamctl` or hamtools
                      reset (default /var/lib/ham/watchdog.json)
   --realtime         lock ham's memory and run it SCHED_FIFO (what it starts does not inherit it)
 
+Takeover: the guardian execs ham again with ham's fds (lock, sockets, watchdog: nothing is
+closed); the new ham resumes from the saved state, re-adopts every entity and counts
+ham_failures. `hamctl reexec` replaces ham with a new zipapp the same way, in place.
+
 Signals: SIGTERM stops ham (a held watchdog stays armed with the shutdown timeout; `hamctl
 stop` closes it with the magic 'V'); SIGHUP reloads; SIGINT, SIGQUIT, SIGPIPE, SIGUSR1/2 and
-SIGALRM are ignored. A second ham on the same runtime directory refuses to start. Under a
+SIGALRM are ignored; the guardian ignores them too and passes SIGTERM and SIGHUP on to ham. A second ham on the same runtime directory refuses to start. Under a
 notify socket (systemd Type=notify) ham reports READY=1 with MAINPID=, and WATCHDOG=1.
 """
 
@@ -55,7 +62,8 @@ def main(argv: list[str]) -> int:
     opts = parse_options(argv)
     settings = {"verbosity": 1, "extra": 0, "log": None, "stamps": "relative",
                 "runtime_dir": runtime.runtime_dir(), "gid": 0, "foreground": False,
-                "stop_entities": False, "configs": [], "watchdog": None, "realtime": False}
+                "stop_entities": False, "configs": [], "watchdog": None, "realtime": False,
+                "guardian": True}
     watchdog = {}
     for opt, value in opts:
         if opt in ("-h", "-?", "--help"):
@@ -94,6 +102,8 @@ def main(argv: list[str]) -> int:
             watchdog["record"] = os.path.abspath(value)
         elif opt == "--realtime":
             settings["realtime"] = True
+        elif opt == "--no-guardian":
+            settings["guardian"] = False
     if watchdog and "path" not in watchdog:
         raise AppletError("--watchdog-timeout, --shutdown-timeout and --watchdog-record go with "
                           "--watchdog DEV (see ham --help)", EXIT_USAGE)
@@ -101,6 +111,9 @@ def main(argv: list[str]) -> int:
     settings["verbosity"] += settings.pop("extra")
     # Without -v/-V/-d, a ham started again keeps the verbosity hamctl last set.
     settings["keep_verbosity"] = not any(opt in ("-v", "-V", "-d") for opt, _ in opts)
+    settings["argv"] = rerun_arguments(opts) if settings.pop("guardian") else None
+    if os.environ.get("HAM_HANDOVER"):  # the guardian, or a re-exec: already in the background,
+        settings["foreground"] = settings["keep_verbosity"] = True  # and hamctl's verbosity holds
     from hamtools.core import relaunch
 
     relaunch.exec_lean("ham", argv)  # the daemon runs without the zipapp's launcher modules
@@ -108,7 +121,7 @@ def main(argv: list[str]) -> int:
 
 
 SHORT_FLAGS, SHORT_VALUES = "vdh?", "Vft"
-LONG_FLAGS = ("foreground", "stop-entities", "help", "realtime")
+LONG_FLAGS = ("foreground", "stop-entities", "help", "realtime", "no-guardian")
 LONG_VALUES = ("runtime-dir", "group", "config", "watchdog", "watchdog-timeout", "shutdown-timeout",
                "watchdog-record")
 
@@ -149,6 +162,22 @@ def parse_options(argv: list[str]) -> list[tuple[str, str]]:
     return opts
 
 
+PATH_OPTIONS = ("-f", "--runtime-dir", "--config", "--watchdog", "--watchdog-record")
+
+
+def rerun_arguments(opts: list[tuple[str, str]]) -> list[str]:
+    """ham's options as the guardian or a re-exec runs ham again: paths made absolute (ham
+    works from / once detached), a value always in its own word."""
+    argv = []
+    for opt, value in opts:
+        argv.append(opt)
+        if opt in PATH_OPTIONS:
+            argv.append(os.path.abspath(value))
+        elif opt in ("-V", "-t") or opt[2:] in LONG_VALUES:
+            argv.append(value)
+    return argv
+
+
 def _number(text: str, option: str) -> int:
     if not text.isdigit():
         raise AppletError(f"{option} {text}: not a number", EXIT_USAGE)
@@ -169,7 +198,7 @@ def _group(name: str) -> int:
 
 
 def run(*, verbosity, keep_verbosity, log, stamps, runtime_dir, gid, foreground, stop_entities,
-        configs, watchdog, realtime) -> int:
+        configs, watchdog, realtime, argv) -> int:
     ready = None if foreground else _detach(keep_stderr=log is None)
     from hamtools.core.loop import Loop
     from hamtools.hamd.daemon import CannotStart, Ham
@@ -181,7 +210,7 @@ def run(*, verbosity, keep_verbosity, log, stamps, runtime_dir, gid, foreground,
         hamlog = HamLog(loop.clock, verbosity=verbosity, path=log, stamps=stamps)
         loop.on_error = lambda err: _internal_error(hamlog, err)
         ham = Ham(loop, runtime_dir, hamlog, gid=gid, stop_entities=stop_entities,
-                  keep_verbosity=keep_verbosity)
+                  keep_verbosity=keep_verbosity, argv=argv)
         ham.start(configs, watchdog=watchdog, realtime=realtime)
     except CannotStart as why:
         return _fail(ready, f"cannot start: {why}")

@@ -191,6 +191,30 @@ def reload():
     return 0
 
 
+@app.command()
+def reexec(zipapp: str = cli.typer.Argument(None, metavar="[ZIPAPP]",
+                                            help="the new hamtools file (default: the one ham runs from)"),
+           wait: float = cli.typer.Option(10.0, "--wait", metavar="SECS", help="how long to wait for the new ham")):
+    """Replace the running ham with a new zipapp in place: same pid, every entity kept
+    (hamtools; QNX has no equivalent). ham tries the new code first and keeps running as it
+    is when that cannot run ham."""
+    before = _status()
+    pid = _call("ham_reexec", os.path.abspath(zipapp) if zipapp else None)["pid"]
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        try:
+            now = _status()
+        except AppletError:
+            continue  # between the exec and the new ham's sockets
+        if now.get("reexec_failure"):
+            raise AppletError(f"reexec refused: {now['reexec_failure']}")
+        if now["ham_pid"] == pid and now["started"] != before["started"]:
+            print(f"ham re-executed (pid {pid}, {len(now['entities']) - 1} entities)")
+            return 0
+    raise AppletError(f"reexec: no new ham answered within {wait:g} s")
+
+
 # ---- the API from a shell -----------------------------------------------------------------
 
 CONDITION_TYPES = {name[4:].lower(): value for value, name in q.CONDITION_NAMES.items()}

@@ -45,6 +45,16 @@ def dumps(obj) -> str:
     return "".join(_encode(obj, 0))
 
 
+def scan(text: str, start: int):
+    """(the JSON value that starts at text[start], the index after it); ValueError if none."""
+    try:
+        return _scan(text, start)
+    except StopIteration as stop:
+        raise ValueError(f"expecting a value at character {stop.value}") from None
+    except (SystemError, RecursionError):
+        raise ValueError("malformed JSON") from None
+
+
 def loads(text: str | bytes | bytearray | memoryview):
     if not isinstance(text, str):
         try:

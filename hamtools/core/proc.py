@@ -252,13 +252,15 @@ def pidfd_pid(pidfd: int) -> int:
 # -- spawning -----------------------------------------------------------------------------
 
 def spawn(argv: list[str], *, env: dict[str, str] | None = None, shell: bool = False,
-          new_group: bool = True, file_actions=(), scheduler=None) -> Process:
+          new_group: bool = True, file_actions=(), scheduler=None,
+          keep_oom_protection: bool = False) -> Process:
     """Start argv with posix_spawn and hold it by pidfd.
 
     The child gets an empty signal mask and default dispositions for every signal; a shell
     only when asked (argv is then one command string for /bin/sh -c). With new_group the
     child leads its own process group, so kill_tree() reaches whatever it starts.
     file_actions and scheduler go to os.posix_spawn as they are (redirections; a policy).
+    The child gets the default OOM score back unless keep_oom_protection (ham's guardian).
     Raises OSError (FileNotFoundError, PermissionError…) when the program cannot run.
     """
     if shell:
@@ -274,7 +276,8 @@ def spawn(argv: list[str], *, env: dict[str, str] | None = None, shell: bool = F
     if new_group:
         kwargs["setpgroup"] = 0
     pid = launch(argv[0], argv, os.environ if env is None else env, **kwargs)
-    drop_oom_protection(pid)
+    if not keep_oom_protection:
+        drop_oom_protection(pid)
     # Our child cannot be reaped before we wait for it, so the pid is still ours here.
     return Process(ProcessId(pid, start_time(pid) or 0), os.pidfd_open(pid), child=True)
 

@@ -24,6 +24,11 @@ def package_root() -> str:
     return os.path.dirname(os.path.dirname(os.path.abspath(hamtools.__file__)))
 
 
+def root_of(zipapp: str) -> str:
+    """The package root of a hamtools zipapp (its site-packages), or of a checkout."""
+    return zipapp if os.path.isdir(zipapp) else os.path.join(zipapp, "site-packages")
+
+
 def interpreter_flags() -> list[str]:
     """The command-line flags this interpreter was started with that change behaviour."""
     flags = sys.flags

@@ -135,18 +135,33 @@ def ham_attach_node(ename: str, nodename: str | None, pid: int, line: str | None
 
 def ham_attach_self(ename: str, hp: int, hpdl: int, hpdh: int, flags: int) -> Handle:
     """Self-attach: this process is entity ename until ham_detach_self, or its death.
-    hp is the heartbeat period in nanoseconds (0: none)."""
+    hp is the heartbeat period in nanoseconds (0: none). The attachment survives a restart
+    of ham (a takeover by its guardian, a re-exec): a thread of this library attaches again
+    by itself (hamtools.ham.keeper)."""
     if ename in _self:
         raise _err(errno.EEXIST, f"already self-attached as {ename!r}")
+    arguments = {"name": ename, "hp": hp, "hpdl": hpdl, "hpdh": hpdh, "flags": flags}
     conn = Connection(prefer_control=False)
     try:
-        conn.request("attach_self", {"name": ename, "hp": hp, "hpdl": hpdl, "hpdh": hpdh,
-                                     "flags": flags})
+        conn.request("attach_self", arguments)
     except OSError:
         conn.close()
         raise
     _self[ename] = conn
+    _keeper_of_this_process().attached(ename, arguments)
     return Handle(ename, self_attached=True)
+
+
+_keeper = None
+
+
+def _keeper_of_this_process():
+    global _keeper
+    if _keeper is None or _keeper.pid != os.getpid():  # a thread does not survive fork
+        from hamtools.ham.keeper import Keeper
+
+        _keeper = Keeper(_self)
+    return _keeper
 
 
 def ham_detach(ehdl: Handle, flags: int = 0) -> None:
@@ -156,12 +171,31 @@ def ham_detach(ehdl: Handle, flags: int = 0) -> None:
 
 
 def ham_detach_self(ehdl: Handle, flags: int = 0) -> None:
-    conn = _self.get(_path(ehdl))
-    if conn is None:
+    name = _path(ehdl)
+    if name not in _self:
         raise _err(errno.EINVAL, f"{ehdl.path!r} is not self-attached by this process")
-    conn.request("detach_self", {"name": ehdl.path})
-    del _self[ehdl.path]
-    conn.close()
+    arguments = _keeper.arguments.get(name) if _keeper is not None else None
+    if _keeper is not None:
+        _keeper.detached(name)  # from now on it leaves this entity alone
+    conn = _self[name]
+    try:
+        conn.request("detach_self", {"name": name})
+    except OSError as err:
+        if err.errno != errno.EBADF or arguments is None:
+            raise
+        _detach_again(arguments)  # ham was restarted under us: detach from the new one
+    finally:
+        _self.pop(name, None)
+        conn.close()
+
+
+def _detach_again(arguments: dict) -> None:
+    conn = Connection(prefer_control=False)
+    try:
+        conn.request("attach_self", arguments)  # the same process: the same entity again
+        conn.request("detach_self", {"name": arguments["name"]})
+    finally:
+        conn.close()
 
 
 def ham_detach_name(nd: int, ename: str, flags: int = 0) -> None:
@@ -196,7 +230,7 @@ def ham_entity_node(ename: str, nodename: str | None, flags: int) -> Handle:
 
 def ham_heartbeat() -> None:
     """Beat for this process's self-attached entities. Always succeeds (QNX)."""
-    for conn in _self.values():
+    for conn in list(_self.values()):  # the keeper thread may swap one meanwhile
         try:
             conn.pulse(HBEAT_CODE)
         except OSError:
@@ -441,6 +475,15 @@ def ham_reload() -> dict:
     """hamtools extension: apply ham's configuration files again (as SIGHUP does); returns the
     names added, removed, changed and unchanged."""
     return _call("reload")
+
+
+def ham_reexec(zipapp: str | None = None) -> dict:
+    """hamtools extension: replace the running ham with the code of zipapp (an absolute path;
+    default: the file ham runs from, replaced since) in place — same pid, every entity kept.
+    ham tries the new code first and stays as it is if it cannot run; the re-exec itself
+    happens once this call has returned ({"pid": ham's pid}): `ham_status()["started"]`
+    changes when it is done, and "reexec_failure" says why when it was refused."""
+    return _call("reexec", {"zipapp": zipapp})
 
 
 def ham_service_set(ename: str, **settings) -> dict:

@@ -13,9 +13,11 @@ path.
 
 import fcntl
 import os
+import sys
 import _signal
 
 from hamtools.core import libc, proc
+from hamtools.hamd import handover
 from hamtools.hamd.engine import Engine
 from hamtools.hamd.journal import Journal
 from hamtools.hamd.launch import Launcher
@@ -26,6 +28,10 @@ from hamtools.hamd.server import Server
 from hamtools.hamd.store import Store
 from hamtools.core import hamconsts as q
 
+# `hamctl reexec` tries the new code in a process of its own first: sys.argv[1] is its root.
+REEXEC_CHECK = ("import sys; sys.path.insert(0, sys.argv[1]); import hamtools.hamd.daemon, hamtools.applets.ham; "
+                "from hamtools.hamd import handover; "
+                f"sys.exit(not hamtools.__file__.startswith(sys.argv[1]) or handover.VERSION != {handover.VERSION!r})")
 SAVE_DELAY = 0.02  # seconds: coalesce a burst of changes into one write
 REALTIME_PRIORITY = 10  # --realtime: above ordinary real-time work, below the kernel's threads
 IGNORED_SIGNALS = (_signal.SIGINT, _signal.SIGQUIT, _signal.SIGPIPE, _signal.SIGUSR1,
@@ -42,19 +48,24 @@ class AlreadyRunning(CannotStart):
 
 class Ham:
     def __init__(self, loop, runtime_dir: str, log, *, gid: int = 0, stop_entities: bool = False,
-                 keep_verbosity: bool = True):
+                 keep_verbosity: bool = True, argv: list[str] | None = None, guardian: bool = True):
+        """argv: ham's options, as the guardian and `hamctl reexec` run ham again (None, as
+        in tests that drive a Ham in-process: neither)."""
         self.loop = loop
         self.clock = loop.clock
         self.runtime_dir = runtime_dir
         self.log = log
         self.stop_entities_on_term = stop_entities
         os.makedirs(runtime_dir, mode=0o755, exist_ok=True)
-        self._lock_fd = _lock(os.path.join(runtime_dir, "ham.lock"))
+        self.handover = handover.received()  # from the ham before us: a takeover, a re-exec
+        self._lock_fd = _lock(os.path.join(runtime_dir, "ham.lock"), self._handed("lock"))
         self.store = Store(os.path.join(runtime_dir, "state.json"))
         self.model, meta, problem = self.store.load()
         if problem:
             log(0, problem)
         self.ham_failures = int(meta.get("ham_failures", 0))
+        if self.taking_over:
+            self.ham_failures += 1
         groups = meta.get("groups")  # service groups' settings, for hamd.services
         self.saved_groups = groups if isinstance(groups, dict) else {}
         self.started = self.clock.time()
@@ -79,7 +90,19 @@ class Ham:
         self._services = None  # made on first use: a ham without services never loads them
         self.config_paths: list[str] = []
         self._save_timer = None
+        self._after_save: list = []  # answers held until the changes they report are on disk
         self.stopping = False
+        self.argv = argv
+        self.wants_guardian = guardian and argv is not None
+        self.guardian = None  # hamd.guardian, once started
+        self.reexec_failure = None  # why the last `hamctl reexec` did not happen
+
+    @property
+    def taking_over(self) -> bool:
+        return self.handover is not None and self.handover.reason == "takeover"
+
+    def _handed(self, name: str) -> int | None:
+        return self.handover.take(name) if self.handover is not None else None
 
     @property
     def services(self):
@@ -95,14 +118,15 @@ class Ham:
               realtime: bool = False) -> None:
         """watchdog: hamd.hwdog's settings (path, timeout, shutdown_timeout, record)."""
         self.config_paths = list(config_paths)
-        loaded = self._load_config() if self.config_paths else None  # errors: nothing started
+        loaded = self._config_at_start() if self.config_paths else None  # errors: nothing started
         protect_self(realtime, self.log)
         if watchdog is not None:
             from hamtools.core.watchdog import describe_error
             from hamtools.hamd.hwdog import HardwareWatchdog
 
             try:
-                self.watchdog = HardwareWatchdog.open(self.loop, self.log, **watchdog)
+                self.watchdog = HardwareWatchdog.open(self.loop, self.log, inherited=self._handed("watchdog"),
+                                                      **watchdog)
             except OSError as err:
                 raise CannotStart(f"watchdog {watchdog['path']}: {describe_error(err)}") from None
         proc.set_child_subreaper()
@@ -111,9 +135,10 @@ class Ham:
         self.loop.add_signal(_signal.SIGCHLD, self._reap)
         self.loop.add_signal(_signal.SIGTERM, self._on_term)
         self.loop.add_signal(_signal.SIGHUP, self._on_hup)
-        self.server.open()
-        self.notify = NotifySocket(self, os.path.join(self.runtime_dir, "notify"))
+        self.server.open(self.handover)
+        self.notify = NotifySocket(self, os.path.join(self.runtime_dir, "notify"), self._handed("notify"))
         self.launcher.notify_path = self.notify.path
+        self.launcher.before_spawn = self._persist_first
         self._resume()
         self._reap()
         if loaded is not None:
@@ -121,6 +146,13 @@ class Ham:
         elif self._services is not None:  # no files this time: saved services still start in order
             self._services.start_ready()
         self.save()
+        if self.handover is not None:
+            self.handover.close_rest()
+            self.log(0 if self.taking_over else 1,
+                     f"{'took over from' if self.taking_over else 're-executed as'} ham pid "
+                     f"{self.handover.from_pid}" + (f" (ham failures: {self.ham_failures})"
+                                                     if self.taking_over else ""))
+        self._start_guardian()
         trim_heap()
         self.log(1, f"ham started, pid {os.getpid()}, {len(self.model.entities) - 1} entities")
         if self.manager is not None:
@@ -130,27 +162,29 @@ class Ham:
         """Re-adopt what an earlier ham left running; handle deaths it did not see; services
         go on where it left them (backoffs, restart history, what ham wants of them)."""
         missed, interrupted, services = [], [], []
+        heirs = None  # tagged processes, read once if some entity needs them
         for entity in list(self.model.entities.values()):
             if entity.kind in ("global", "placeholder"):
                 continue
             if entity.service is not None:
                 services.append(entity)
+            if entity.pid is not None and entity.start is not None and \
+                    proc.ProcessId(entity.pid, entity.start).alive():
+                self._readopt(entity)
+                continue
+            if entity.kind == "attached":
+                if heirs is None:
+                    heirs = self.launcher.tagged_processes()
+                heir = _heir(heirs.get(entity.name, ()), entity.start)
+                if heir is not None:  # started by a ham that died before it could save the pid
+                    entity.pid, entity.start = heir
+                    self._readopt(entity)
+                    continue
             if entity.pid is None:
                 if entity.episode and entity.service is None:
                     interrupted.append(entity)
                 continue
-            entity.spawned = False  # an earlier ham's child is not ours
-            ident = proc.ProcessId(entity.pid, entity.start or 0)
-            if entity.start is not None and ident.alive():
-                entity.episode = False  # whatever was being handled ended with this process
-                if entity.run == "starting":
-                    entity.run = "running"
-                self.adopt(entity)
-                if entity.heartbeat:
-                    self.engine.hb_start(entity)
-                self.log(1, f"Re-adopted {entity.name} (pid {entity.pid})")
-            else:
-                missed.append(entity)
+            missed.append(entity)
         for entity in services:  # their policy's memory first: a missed death needs it
             self.services.resume(entity, running=entity.pid is not None and entity not in missed)
         for entity in missed:
@@ -160,6 +194,26 @@ class Ham:
                 self.services.died(entity, None)
         for entity in interrupted:
             self.engine.resume_episode(entity)
+
+    def _readopt(self, entity: Entity) -> None:
+        # still our child after `hamctl reexec`; after a takeover, the kernel gave it elsewhere
+        entity.spawned = proc.parent(entity.pid) == os.getpid()
+        entity.episode = False  # whatever was being handled ended with this process
+        if entity.run in ("starting", "dead", "backoff"):
+            entity.run = "running"
+        self.adopt(entity)
+        if entity.heartbeat:
+            self.engine.hb_start(entity)
+        self.log(1, f"Re-adopted {entity.name} (pid {entity.pid})")
+
+    def _config_at_start(self):
+        try:
+            return self._load_config()
+        except ValueError as bad:  # ConfigError
+            if self.handover is None:
+                raise
+            self.log(0, f"configuration refused, going on with the saved state: {bad}")
+            return None  # a broken file must not leave the entities without a ham
 
     def _load_config(self):
         from hamtools.hamd import config
@@ -192,6 +246,8 @@ class Ham:
         self.loop.call_later(0, lambda: self._stop(stop_entities, disarm))
 
     def _stop(self, stop_entities: bool, disarm: bool) -> None:
+        if self.guardian is not None:
+            self.guardian.stop()  # first: it must not take ham's leaving for a death
         if self.watchdog is not None:
             self.watchdog.disarm() if disarm else self.watchdog.shutdown()
         if not stop_entities:
@@ -204,11 +260,11 @@ class Ham:
         self.services.stop_all(then=self._finish_stop)  # services in reverse start order
 
     def _finish_stop(self) -> None:
+        self.save()  # and the answers waiting for it go out before the sockets close
         if self.manager is not None:
             self.manager.stopping()
         self.server.shutdown()
         self.notify.close()
-        self.save()
         self.loop.stop()
 
     def close(self) -> None:
@@ -224,6 +280,76 @@ class Ham:
         self.journal.close()
         self.log.close()
         os.close(self._lock_fd)
+
+    # ---- what the next ham inherits (hamd.handover, hamd.guardian) ----------------------
+
+    def handover_fds(self) -> dict[str, int]:
+        fds = {"lock": self._lock_fd, **self.server.handover_fds(), "notify": self.notify.sock.fileno()}
+        if self.watchdog is not None and self.watchdog.device.fd >= 0:
+            fds["watchdog"] = self.watchdog.device.fd
+        return fds
+
+    def manager_environment(self, main_pid: int | None = None) -> dict[str, str]:
+        return self.manager.environment(main_pid) if self.manager is not None else {}
+
+    def _start_guardian(self) -> None:
+        from hamtools.core import relaunch
+        from hamtools.hamd.guardian import Guardian
+
+        kept = self.handover.guardian if self.handover is not None else None
+        if kept is not None:  # the re-exec's: it stood by until we were up; ours replaces it
+            old = Guardian.kept(self, *kept)
+            if old is not None:
+                old.stop()
+        if self.wants_guardian:
+            self.guardian = Guardian(self, relaunch.command("ham", self.argv))
+            self.guardian.start()
+
+    def reexec(self, zipapp: str | None) -> None:
+        """hamctl reexec: run ham's code from zipapp (default: the file ham runs from, which
+        may have been replaced since) in this very process, keeping every entity, fd and
+        child. The new code is tried first in a process of its own (it must import ham's
+        daemon): ham goes on as it is when it cannot."""
+        import errno
+        from hamtools.core import relaunch
+        from hamtools.hamd.model import HamError
+
+        if self.argv is None:
+            raise HamError(errno.ENOTSUP, "this ham was not started as a program: it cannot re-exec")
+        if zipapp is not None and not os.path.exists(zipapp):
+            raise HamError(errno.ENOENT, f"{zipapp}: no such file")
+        root = relaunch.package_root() if zipapp is None else relaunch.root_of(zipapp)
+        check = proc.spawn([sys.executable, *relaunch.interpreter_flags(), "-c", REEXEC_CHECK, root])
+        check.close()  # reaped on SIGCHLD, its status handed to the waiter
+        self.engine.exit_waiters[check.pid] = lambda status: self._reexec_checked(root, status)
+        self.reexec_failure = None
+
+    def _reexec_checked(self, root: str, status) -> None:
+        if status is None or status.code != 0:
+            self.reexec_failure = f"the code in {root} cannot run ham ({status})"
+            self.log(0, f"reexec refused: {self.reexec_failure}")
+            return
+        from hamtools.core import relaunch
+
+        self.save()
+        fds = self.handover_fds()
+        handover.inheritable(fds)
+        # The guardian stands by: a new ham that fails to start is replaced by it (with the
+        # code it came from); one that starts stops it and starts its own.
+        kept = self.guardian.handover() if self.guardian is not None else None
+        env = dict(os.environ, **self.manager_environment(os.getpid()))
+        env[handover.VARIABLE] = handover.Handover("reexec", os.getpid(), fds, kept).encode()
+        command = relaunch.command("ham", self.argv, root=root)
+        self.log(0, f"re-executing ham from {root}")
+        try:
+            os.execve(command[0], command, env)
+        except OSError as err:
+            for fd in fds.values():
+                os.set_inheritable(fd, False)
+            if kept is not None:
+                os.set_inheritable(kept[1], False)
+            self.reexec_failure = f"exec {command[0]}: {err.strerror}"
+            self.log(0, f"reexec failed: {self.reexec_failure}")
 
     # ---- processes --------------------------------------------------------------------
 
@@ -262,6 +388,9 @@ class Ham:
         self.exit_callbacks.setdefault(pid, []).append(callback)
 
     def _exited(self, pid: int, status) -> None:
+        if self.guardian is not None and self.guardian.owns(pid):
+            self.guardian.exited(status)
+            return
         for callback in self.exit_callbacks.pop(pid, []):
             callback_entity = self.model.by_pid(pid)
             if callback_entity is not None:
@@ -333,6 +462,27 @@ class Ham:
         if self._save_timer is None:
             self._save_timer = self.loop.call_later(SAVE_DELAY, self.save)
 
+    def when_saved(self, callback) -> None:
+        """Call callback once what has changed is on disk: an answer to a request is sent only
+        then, so whatever a client was told survives a kill of ham (the save is hurried to
+        the end of this turn of the loop)."""
+        if self._save_timer is None:
+            callback()
+            return
+        self._after_save.append(callback)
+        if len(self._after_save) == 1:
+            self._save_timer.cancel()
+            self._save_timer = self.loop.call_later(0, self.save)
+
+    def _persist_first(self, entity: Entity | None) -> None:
+        """Before an entity's first process starts, the entity is on disk: a ham killed
+        right after the spawn leaves a successor that knows whose process it is (it finds
+        it by its HAM_ENTITY tag) instead of an orphan."""
+        if entity is not None and entity.name not in self.store.saved:
+            if self._save_timer is not None:
+                self._save_timer.cancel()
+            self.save()
+
     def save(self) -> None:
         self._save_timer = None
         meta = {"ham_failures": self.ham_failures, "verbosity": self.engine.verbosity,
@@ -344,6 +494,9 @@ class Ham:
             self.store.save(self.model, meta)
         except OSError as err:
             self.log(0, f"cannot save state to {self.store.path}: {err.strerror}")
+        waiting, self._after_save = self._after_save, []
+        for callback in waiting:
+            callback()
         # The requests and the document just made leave freed heap behind: give it back (a
         # quarter of a megabyte with 100 entities; ham's resident size is budgeted). Saves
         # are coalesced and never on the death -> respawn path, so this costs nothing there.
@@ -359,13 +512,14 @@ class Ham:
     def status(self) -> dict:
         return {
             "ham_pid": os.getpid(),
-            "guardian_pid": None,
+            "guardian_pid": self.guardian.pid if self.guardian is not None else None,
             "ham_failures": self.ham_failures,
             "verbosity": self.engine.verbosity,
             "started": self.started,
             "entities": [_entity_status(e) for e in self.model.entities.values()],
             "groups": {} if self._services is None else self._services.groups,
             "watchdog": self.watchdog.status() if self.watchdog is not None else None,
+            "reexec_failure": self.reexec_failure,
         }
 
 
@@ -431,9 +585,10 @@ def trim_heap() -> None:
     libc.call("malloc_trim", 0)
 
 
-def _lock(path: str) -> int:
-    """Hold ham.lock for our lifetime: a second ham on this runtime dir refuses to start."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+def _lock(path: str, inherited: int | None = None) -> int:
+    """Hold ham.lock for our lifetime: a second ham on this runtime dir refuses to start.
+    inherited: the lock as the ham before us held it (the same open file, so still ours)."""
+    fd = inherited if inherited is not None else os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -444,3 +599,15 @@ def _lock(path: str) -> int:
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
 
+
+def _heir(tagged, recorded_start: int | None) -> tuple[int, int] | None:
+    """Of the live processes tagged with an entity's name, the one that is its process:
+    started after the recorded one (a leftover child of that one is older), not a child of
+    another tagged one (its own children carry the tag too), the newest of those."""
+    tagged = [t for t in tagged if recorded_start is None or t[1] > recorded_start]
+    pids = {pid for pid, _, _ in tagged}
+    tops = [(start, pid) for pid, start, ppid in tagged if ppid not in pids]
+    if not tops:
+        return None
+    start, pid = max(tops)
+    return pid, start

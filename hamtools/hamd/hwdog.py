@@ -45,8 +45,12 @@ class HardwareWatchdog:
         self.feed()
 
     @classmethod
-    def open(cls, loop, log, path: str, **settings) -> "HardwareWatchdog":
-        device = watchdog.Watchdog.open(path)
+    def open(cls, loop, log, path: str, inherited: int | None = None, **settings) -> "HardwareWatchdog":
+        """inherited: the device as the ham before us held it (hamd.handover): it is never
+        closed in a takeover, so it neither stops nor logs an unexpected close."""
+        device = _inherited(inherited, path) if inherited is not None else None
+        if device is None:
+            device = watchdog.Watchdog.open(path)
         try:
             return cls(loop, log, device, **settings)
         except BaseException:
@@ -156,3 +160,14 @@ def _quietly(call, default):
         return call()
     except OSError:
         return default
+
+
+def _inherited(fd: int, path: str) -> watchdog.Watchdog | None:
+    import stat
+
+    try:
+        if stat.S_ISCHR(os.fstat(fd).st_mode):
+            return watchdog.Watchdog(fd, path)
+    except OSError:
+        pass
+    return None

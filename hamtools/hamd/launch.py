@@ -26,6 +26,7 @@ class Launcher:
         self.log = log
         self.base_env = dict(os.environ)
         self.notify_path = None  # ham's sd_notify socket, once it exists (hamd.notify)
+        self.before_spawn = None  # called with the entity before its process starts
         self._pulse_sockets: dict[tuple[int, int], _socket.socket] = {}
 
     # ---- processes ------------------------------------------------------------------
@@ -34,6 +35,8 @@ class Launcher:
               spec: dict | None = None) -> int:
         """Start argv (for entity, which then holds the new pid); returns the pid.
         env: extra environment (a service's own, safe mode's)."""
+        if self.before_spawn is not None:
+            self.before_spawn(entity)
         env = {**self.base_env, **(env or {})}
         # an execute's orphans must never pass for the entity's daemon: its tag is empty
         env["HAM_ENTITY"] = entity.name if entity is not None else ""
@@ -73,6 +76,30 @@ class Launcher:
             except OSError:
                 continue
         return None, exiting
+
+    def tagged_processes(self) -> dict[str, list[tuple[int, int, int]]]:
+        """Every live process that a ham of our runtime directory started (or one of their
+        children): entity name -> [(pid, start time, parent pid)]. What a ham killed between a
+        spawn and its next save left behind is found here."""
+        ours = b"HAM_RUNTIME_DIR=" + self.base_env.get("HAM_RUNTIME_DIR", "").encode()
+        found: dict[str, list[tuple[int, int, int]]] = {}
+        me = os.getpid()
+        for name in os.listdir("/proc"):
+            if not name.isdigit() or int(name) == me:
+                continue
+            try:
+                with open(f"/proc/{name}/environ", "rb") as environ:
+                    variables = environ.read().split(b"\0")
+            except OSError:
+                continue
+            if ours not in variables:
+                continue
+            tag = next((v[11:] for v in variables if v.startswith(b"HAM_ENTITY=")), b"")
+            pid = int(name)
+            start = proc.start_time(pid)
+            if tag and start is not None:
+                found.setdefault(tag.decode(errors="replace"), []).append((pid, start, proc.parent(pid)))
+        return found
 
     def kill(self, pid: int) -> None:
         """SIGKILL pid's process group (ham starts every child as a group leader)."""

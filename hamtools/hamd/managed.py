@@ -32,6 +32,15 @@ class Manager:
             watchdog = None
         return cls(value, watchdog if watchdog and watchdog > 0 else None, log)
 
+    def environment(self, main_pid: int | None = None) -> dict[str, str]:
+        """What the next ham (a takeover, a re-exec) needs to find the manager again."""
+        env = {"NOTIFY_SOCKET": self.socket_value}
+        if self.watchdog_usec:
+            env["WATCHDOG_USEC"] = str(self.watchdog_usec)
+            if main_pid is not None:
+                env["WATCHDOG_PID"] = str(main_pid)
+        return env
+
     def started(self, loop, status: str) -> None:
         self._send(f"READY=1\nMAINPID={os.getpid()}\nSTATUS={status}")
         if self.watchdog_usec:

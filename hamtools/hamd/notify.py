@@ -50,20 +50,43 @@ def prepare(argv: list[str], env: dict, path: str | None, entity) -> list[str]:
     return ["/bin/sh", "-c", 'WATCHDOG_PID=$$; export WATCHDOG_PID; exec "$@"', "sh", *argv]
 
 
+def _bind(path: str) -> _socket.socket:
+    try:
+        os.unlink(path)  # ours from an earlier run: ham.lock says nobody else is up
+    except FileNotFoundError:
+        pass
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC | _socket.SOCK_NONBLOCK)
+    sock.bind(path)
+    os.chmod(path, 0o666)  # services run as any uid; credentials decide
+    sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_PASSCRED, 1)
+    return sock
+
+
+def _adopt(fd: int, path: str) -> _socket.socket | None:
+    try:
+        sock = _socket.socket(fileno=fd)
+    except OSError:
+        return None
+    try:
+        if sock.type == _socket.SOCK_DGRAM and sock.getsockname() == path and os.path.exists(path):
+            sock.setblocking(False)
+            return sock
+    except OSError:
+        pass
+    sock.close()
+    return None
+
+
 class NotifySocket:
-    def __init__(self, ham, path: str):
+    def __init__(self, ham, path: str, inherited: int | None = None):
+        """inherited: the socket of the ham before us (hamd.handover), with whatever its
+        senders said during the takeover still queued in it."""
         self.ham = ham
         self.path = path
         self._index: dict[int, object] = {}  # pid -> entity, rebuilt when found stale
-        try:
-            os.unlink(path)  # ours from an earlier run: ham.lock says nobody else is up
-        except FileNotFoundError:
-            pass
-        self.sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC
-                                   | _socket.SOCK_NONBLOCK)
-        self.sock.bind(path)
-        os.chmod(path, 0o666)  # services run as any uid; credentials decide
-        self.sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_PASSCRED, 1)
+        self.sock = _adopt(inherited, path) if inherited is not None else None
+        if self.sock is None:
+            self.sock = _bind(path)
         ham.loop.add_reader(self.sock.fileno(), self._readable)
 
     def close(self) -> None:

@@ -448,6 +448,14 @@ class Requests:
             self.ham.set_verbosity(level)
         return {"verbosity": self.engine.verbosity}
 
+    def op_reexec(self, conn, args):
+        self._require(self._may_administer(conn), "re-execute ham")
+        zipapp = args.get("zipapp")
+        if zipapp is not None and (not isinstance(zipapp, str) or not zipapp.startswith("/")):
+            raise HamError(errno.EINVAL, "reexec: the zipapp must be an absolute path")
+        self.ham.reexec(zipapp)
+        return {"pid": os.getpid()}
+
     def op_stop(self, conn, args):
         self._require(self._may_administer(conn), "stop ham")
         self.ham.request_stop(bool(args.get("stop_entities", False)))

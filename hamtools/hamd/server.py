@@ -47,21 +47,30 @@ class Server:
         self.listeners: list[_socket.socket] = []
         self.conns: dict[int, Conn] = {}
 
-    def open(self) -> None:
+    def open(self, handover=None) -> None:
+        """Bind the two sockets, or take them from the ham before us (hamd.handover): then
+        whoever connected during the takeover is still waiting in their backlog."""
         for name, mode, control in (("control", 0o660, True), ("client", 0o666, False)):
             path = os.path.join(self.runtime_dir, name)
-            try:
-                os.unlink(path)  # ours from an earlier run: the lock says nobody else is up
-            except FileNotFoundError:
-                pass
-            listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
-            listener.bind(path)
-            os.chmod(path, mode)
-            os.chown(path, -1, self.gid)
-            listener.listen(128)
+            listener = _inherited(handover, name, path) or self._bind(path, mode)
             listener.setblocking(False)
             self.listeners.append(listener)
             self.loop.add_reader(listener.fileno(), lambda l=listener, c=control: self._accept(l, c))
+
+    def _bind(self, path: str, mode: int) -> _socket.socket:
+        try:
+            os.unlink(path)  # ours from an earlier run: the lock says nobody else is up
+        except FileNotFoundError:
+            pass
+        listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+        listener.bind(path)
+        os.chmod(path, mode)
+        os.chown(path, -1, self.gid)
+        listener.listen(128)
+        return listener
+
+    def handover_fds(self) -> dict[str, int]:
+        return {("control", "client")[i]: listener.fileno() for i, listener in enumerate(self.listeners)}
 
     def _accept(self, listener: _socket.socket, control: bool) -> None:
         while True:
@@ -130,7 +139,11 @@ class Server:
             status, body = protocol.encode_failure(errno.EIO, "internal error in ham")
         if len(body) > MAX_ANSWER:
             status, body = protocol.encode_failure(errno.E2BIG, f"the answer is over {MAX_ANSWER} bytes")
-        for data in wire.encode_long_reply(frame.msg_id, status, body):
+        frames = list(wire.encode_long_reply(frame.msg_id, status, body))
+        self.ham.when_saved(lambda: self._send_all(conn, frames))
+
+    def _send_all(self, conn: Conn, frames: list[bytes]) -> None:
+        for data in frames:
             self._send(conn, data)
 
     def _pulse(self, conn: Conn, frame: wire.Frame) -> None:
@@ -203,3 +216,21 @@ class Server:
             except OSError:
                 pass
         self.listeners.clear()
+
+
+def _inherited(handover, name: str, path: str) -> _socket.socket | None:
+    """The listening socket handed over as name, if it is still the one bound at path."""
+    fd = handover.take(name) if handover is not None else None
+    if fd is None:
+        return None
+    try:
+        listener = _socket.socket(fileno=fd)
+    except OSError:
+        return None
+    try:
+        if listener.type == _socket.SOCK_SEQPACKET and listener.getsockname() == path and os.path.exists(path):
+            return listener
+    except OSError:
+        pass
+    listener.close()  # someone removed or replaced the path: bind afresh
+    return None
