@@ -233,6 +233,30 @@ def test_ham_under_a_notify_socket_reports_ready_mainpid_and_watchdog(tmp_path, 
         listener.close()
 
 
+def test_after_a_takeover_the_new_ham_reports_its_mainpid(tmp_path, monkeypatch):
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(tmp_path / "manager"))
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    listener.settimeout(10)
+    runner = ham_under_a_manager(tmp_path, monkeypatch, "manager", "400000")
+    try:
+        assert sdnotify.parse(_receive(listener)[0])["MAINPID"] == str(runner.proc.pid)
+        from hamtools.ham import ham_status
+
+        heir = ham_status()["guardian_pid"]
+        runner.proc.kill()
+        runner.proc.wait()
+        while (got := _receive(listener)) and sdnotify.parse(got[0]) == {"WATCHDOG": "1"}:
+            pass
+        fields = sdnotify.parse(got[0])
+        assert fields["READY"] == "1" and fields["MAINPID"] == str(heir) == str(got[1])
+        assert sdnotify.parse(_receive(listener)[0]) == {"WATCHDOG": "1"}  # and it keeps the watchdog fed
+        assert ham_status()["ham_pid"] == heir
+    finally:
+        runner.stop()
+        listener.close()
+
+
 def _receive(sock) -> tuple[bytes, int]:
     data, ancillary, _, _ = sock.recvmsg(4096, socket.CMSG_SPACE(12))
     pid = next(struct.unpack("3i", body)[0] for level, kind, body in ancillary if kind == socket.SCM_CREDENTIALS)

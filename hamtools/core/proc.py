@@ -253,14 +253,16 @@ def pidfd_pid(pidfd: int) -> int:
 
 def spawn(argv: list[str], *, env: dict[str, str] | None = None, shell: bool = False,
           new_group: bool = True, file_actions=(), scheduler=None,
-          keep_oom_protection: bool = False) -> Process:
+          keep_oom_protection: bool = False, keep_ignored=(), blocked=()) -> Process:
     """Start argv with posix_spawn and hold it by pidfd.
 
     The child gets an empty signal mask and default dispositions for every signal; a shell
     only when asked (argv is then one command string for /bin/sh -c). With new_group the
     child leads its own process group, so kill_tree() reaches whatever it starts.
     file_actions and scheduler go to os.posix_spawn as they are (redirections; a policy).
-    The child gets the default OOM score back unless keep_oom_protection (ham's guardian).
+    The child gets the default OOM score back unless keep_oom_protection (ham's guardian),
+    which is also born ignoring keep_ignored (as we do) and with blocked blocked, so that no
+    signal can end it before its handlers are in place.
     Raises OSError (FileNotFoundError, PermissionError…) when the program cannot run.
     """
     if shell:
@@ -270,7 +272,8 @@ def spawn(argv: list[str], *, env: dict[str, str] | None = None, shell: bool = F
     if not argv:
         raise ValueError("nothing to run")
     launch = os.posix_spawn if "/" in argv[0] else os.posix_spawnp
-    kwargs = {"setsigmask": (), "setsigdef": _DEFAULT_SIGNALS, "file_actions": file_actions}
+    kwargs = {"setsigmask": blocked, "setsigdef": tuple(s for s in _DEFAULT_SIGNALS if s not in keep_ignored),
+              "file_actions": file_actions}
     if scheduler is not None:
         kwargs["scheduler"] = scheduler
     if new_group:

@@ -138,7 +138,7 @@ class Ham:
         self.server.open(self.handover)
         self.notify = NotifySocket(self, os.path.join(self.runtime_dir, "notify"), self._handed("notify"))
         self.launcher.notify_path = self.notify.path
-        self.launcher.before_spawn = self._persist_first
+        self.launcher.before_spawn = self.persist_before_spawn
         self._resume()
         self._reap()
         if loaded is not None:
@@ -474,7 +474,7 @@ class Ham:
             self._save_timer.cancel()
             self._save_timer = self.loop.call_later(0, self.save)
 
-    def _persist_first(self, entity: Entity | None) -> None:
+    def persist_before_spawn(self, entity: Entity | None) -> None:
         """Before an entity's first process starts, the entity is on disk: a ham killed
         right after the spawn leaves a successor that knows whose process it is (it finds
         it by its HAM_ENTITY tag) instead of an orphan."""

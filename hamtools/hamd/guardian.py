@@ -45,8 +45,9 @@ def watch() -> None:
     _protect()
     for signum in IGNORED:
         _signal.signal(signum, _signal.SIG_IGN)
-    for signum in FORWARDED:
+    for signum in FORWARDED:  # blocked since birth: none is lost, none kills us meanwhile
         _signal.signal(signum, lambda n, _frame: _forward(ham_pid, n))
+    _signal.pthread_sigmask(_signal.SIG_UNBLOCK, FORWARDED)
     try:
         pidfd = os.pidfd_open(ham_pid)
     except ProcessLookupError:
@@ -141,7 +142,8 @@ class Guardian:
                 str(os.getpid()), str(read_end), "--", *self.command]
         keep = [(os.POSIX_SPAWN_DUP2, fd, fd) for fd in (*fds.values(), read_end)]
         try:
-            started = proc.spawn(argv, env=env, file_actions=keep, keep_oom_protection=True)
+            started = proc.spawn(argv, env=env, file_actions=keep, keep_oom_protection=True,
+                                 keep_ignored=IGNORED, blocked=FORWARDED)
         except OSError as err:
             os.close(write_end)
             self.ham.log(0, f"cannot start the guardian: {err.strerror}")

@@ -267,6 +267,7 @@ class Services:
             return
         from hamtools.hamd import child
 
+        self.ham.persist_before_spawn(entity)
         extra = {}
         argv = notify.prepare(argv, extra, self.ham.notify.path, entity)
         spec = {**entity.service, "argv": argv, "env": {**entity.service["env"], **env}}
