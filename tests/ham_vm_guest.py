@@ -8,7 +8,8 @@ Boot 1: ham (--realtime) feeds the watchdog while a worker heartbeats through sy
 then the worker hangs in uninterruptible sleep (direct I/O on a suspended device-mapper
 device: SIGKILL cannot end it), ham kills it, it does not die, ham stops feeding: the board
 resets. Boot 2: ham reports that reset and its culprit; SIGTERM leaves the watchdog armed with
-the shutdown timeout; `hamctl stop` disarms it.
+the shutdown timeout; a SIGKILLed ham is taken over by its guardian, which holds the same open
+device and feeds it; `hamctl stop` disarms it.
 """
 
 import json
@@ -114,9 +115,37 @@ def boot_two() -> None:
         time.sleep(0.1)
     note("after SIGTERM", {"state": sysfs("state"), "timeout": sysfs("timeout")})
     start_ham()
+    take_over()
     stopped = run("hamctl", "stop")
     time.sleep(1)
     note("after hamctl stop", {"rc": stopped.returncode, "state": sysfs("state")})
+
+
+def take_over() -> None:
+    """SIGKILL ham while it holds the watchdog: the guardian becomes ham with the very same open
+    device (never closed, so the kernel logs no unexpected close) and goes on feeding it."""
+    before = status()
+    complaints = kernel_complaints()
+    os.kill(before["ham_pid"], 9)
+    for _ in range(200):
+        after = status()
+        if after.get("ham_pid") == before["guardian_pid"] and after.get("guardian_pid"):
+            break
+        time.sleep(0.05)
+    time.sleep(6)  # past the 4 s timeout: a new ham that did not feed would reset the VM here
+    after = status()
+    held = [os.readlink(f"/proc/{after['ham_pid']}/fd/{fd}") for fd in os.listdir(f"/proc/{after['ham_pid']}/fd")]
+    note("takeover", {"ham_pid": after.get("ham_pid"), "expected": before["guardian_pid"],
+                      "ham_failures": after.get("ham_failures"), "state": sysfs("state"),
+                      "holds": [h for h in held if h.startswith("/dev/watchdog")],
+                      "feeding": (after.get("watchdog") or {}).get("feeding"),
+                      "new complaints": kernel_complaints()[len(complaints):]})
+
+
+def kernel_complaints() -> list[str]:
+    done = subprocess.run(["dmesg"], capture_output=True, text=True)
+    return [line for line in done.stdout.splitlines()
+            if "did not stop" in line or "nexpected close" in line]
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import pytest
 
 from hamtools.ham import (CONDDEATH, HREARMAFTERRESTART, ham_action_restart, ham_attach, ham_condition,
                           ham_entity, ham_status)
+from hamtools.hamd.launch import tagged_processes, topmost
 from tests.conftest import ROOT
 from tests.hamfix import HamRunner, entity_status, wait_for
 
@@ -39,24 +40,9 @@ def runner(run_dir):
 
 
 def tagged(run_dir: str) -> dict[str, list[int]]:
-    """Live processes a ham of run_dir started, by entity, leaving out their own children
-    (which carry the tag too): one per entity when nothing is duplicated."""
-    found = {}
-    for name in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{name}/environ", "rb") as environ:
-                variables = environ.read().split(b"\0")
-            with open(f"/proc/{name}/stat", "rb") as stat:
-                fields = stat.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        if f"HAM_RUNTIME_DIR={run_dir}".encode() not in variables or fields[0] == b"Z":
-            continue
-        tag = next((v[11:].decode() for v in variables if v.startswith(b"HAM_ENTITY=")), "")
-        if tag:
-            found.setdefault(tag, []).append((int(name), int(fields[1])))
-    return {tag: [pid for pid, ppid in procs if ppid not in {p for p, _ in procs}]
-            for tag, procs in found.items()}
+    """Live processes a ham of run_dir started, by entity, leaving out their own children:
+    one per entity when nothing is duplicated."""
+    return {name: [pid for pid, _, _ in topmost(procs)] for name, procs in tagged_processes(run_dir).items()}
 
 
 def tree(status: dict) -> list:

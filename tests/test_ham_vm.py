@@ -65,6 +65,14 @@ def test_the_next_boot_names_the_culprit(run):
             and "the driver's boot status: watchdog reset" in run["facts"][2]["status text"])
 
 
+def test_a_takeover_keeps_the_watchdog_open_and_fed(run):
+    takeover = run["facts"][2]["takeover"]
+    assert takeover["ham_pid"] == takeover["expected"] and takeover["ham_failures"] == 1
+    assert takeover["state"] == "active" and takeover["feeding"] is True
+    assert takeover["holds"] and takeover["holds"][0].startswith("/dev/watchdog")
+    assert takeover["new complaints"] == []  # never closed: no "watchdog did not stop!"
+
+
 def test_sigterm_leaves_it_armed_and_hamctl_stop_disarms_it(run):
     second = run["facts"][2]
     assert second["after SIGTERM"] == {"state": "active", "timeout": "30"}

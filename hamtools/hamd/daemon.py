@@ -604,10 +604,10 @@ def _heir(tagged, recorded_start: int | None) -> tuple[int, int] | None:
     """Of the live processes tagged with an entity's name, the one that is its process:
     started after the recorded one (a leftover child of that one is older), not a child of
     another tagged one (its own children carry the tag too), the newest of those."""
-    tagged = [t for t in tagged if recorded_start is None or t[1] > recorded_start]
-    pids = {pid for pid, _, _ in tagged}
-    tops = [(start, pid) for pid, start, ppid in tagged if ppid not in pids]
+    from hamtools.hamd.launch import topmost
+
+    tops = topmost([t for t in tagged if recorded_start is None or t[1] > recorded_start])
     if not tops:
         return None
-    start, pid = max(tops)
+    pid, start, _ = max(tops, key=lambda t: t[1])
     return pid, start

@@ -78,28 +78,7 @@ class Launcher:
         return None, exiting
 
     def tagged_processes(self) -> dict[str, list[tuple[int, int, int]]]:
-        """Every live process that a ham of our runtime directory started (or one of their
-        children): entity name -> [(pid, start time, parent pid)]. What a ham killed between a
-        spawn and its next save left behind is found here."""
-        ours = b"HAM_RUNTIME_DIR=" + self.base_env.get("HAM_RUNTIME_DIR", "").encode()
-        found: dict[str, list[tuple[int, int, int]]] = {}
-        me = os.getpid()
-        for name in os.listdir("/proc"):
-            if not name.isdigit() or int(name) == me:
-                continue
-            try:
-                with open(f"/proc/{name}/environ", "rb") as environ:
-                    variables = environ.read().split(b"\0")
-            except OSError:
-                continue
-            if ours not in variables:
-                continue
-            tag = next((v[11:] for v in variables if v.startswith(b"HAM_ENTITY=")), b"")
-            pid = int(name)
-            start = proc.start_time(pid)
-            if tag and start is not None:
-                found.setdefault(tag.decode(errors="replace"), []).append((pid, start, proc.parent(pid)))
-        return found
+        return tagged_processes(self.base_env.get("HAM_RUNTIME_DIR", ""))
 
     def kill(self, pid: int) -> None:
         """SIGKILL pid's process group (ham starts every child as a group leader)."""
@@ -161,6 +140,38 @@ class Launcher:
         for sock in self._pulse_sockets.values():
             sock.close()
         self._pulse_sockets.clear()
+
+
+def tagged_processes(runtime_dir: str) -> dict[str, list[tuple[int, int, int]]]:
+    """Every live process that a ham of runtime_dir started (or one of their children, which
+    inherit the tag): entity name -> [(pid, start time, parent pid)]. What a ham killed
+    between a spawn and its next save left behind is found here (and the chaos test's
+    judge counts duplicates and orphans with it)."""
+    ours = b"HAM_RUNTIME_DIR=" + runtime_dir.encode()
+    found: dict[str, list[tuple[int, int, int]]] = {}
+    me = os.getpid()
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as environ:
+                variables = environ.read().split(b"\0")  # a zombie's reads empty
+        except OSError:
+            continue
+        if ours not in variables:
+            continue
+        tag = next((v[11:] for v in variables if v.startswith(b"HAM_ENTITY=")), b"")
+        pid = int(name)
+        start = proc.start_time(pid)
+        if tag and start is not None:
+            found.setdefault(tag.decode(errors="replace"), []).append((pid, start, proc.parent(pid)))
+    return found
+
+
+def topmost(tagged: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    """Those of one entity's tagged processes whose parent is not one of them."""
+    pids = {pid for pid, _, _ in tagged}
+    return [t for t in tagged if t[2] not in pids]
 
 
 def _same_process(pid: int, start: int | None) -> bool:
