@@ -193,6 +193,18 @@ def test_deaths_during_the_takeover_are_seen(runner):
     wait_for(lambda: entity_status("doomed") is None, what="the dead self-attached client gone")
 
 
+def test_reexec_into_the_built_zipapp(runner, hamtools_zip):
+    runner.start()
+    ham_attach("child", 0, -1, "/bin/sleep 600", 0)
+    before = ham_status()
+    done = subprocess.run([sys.executable, "-m", "hamtools", "hamctl", "reexec", str(hamtools_zip)],
+                          env=runner.env(), cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0 and "ham re-executed" in done.stdout, done.stderr
+    assert tree(ham_status()) == tree(before) and ham_status()["ham_pid"] == before["ham_pid"]
+    with open(f"/proc/{runner.proc.pid}/cmdline", "rb") as cmdline:
+        assert f"{hamtools_zip}/site-packages".encode() in cmdline.read()
+
+
 def test_reexec_keeps_every_entity_in_place_with_exit_statuses(runner, tmp_path):
     runner.start()
     ham_attach("child", 0, -1, "/bin/sleep 600", 0)
@@ -403,6 +415,7 @@ def test_takeover_loop_at_random_moments(runner, run_dir, tmp_path):
             wait_for(lambda: all(entity_status(c)["beats"] > beats[c] for c in beats), what="self-attached beats")
             assert status["ham_failures"] == sum(1 for r in range(round_number + 1) if r % 3 != 2)
         assert all(c.poll() is None for c in clients)  # they never noticed
+        assert "is unreadable" not in runner.read_log()  # no kill, at any instant, tore the state
         self_events = [e for e in runner.events() if e.get("entity") in ("self0", "self1")]
         assert not [e for e in self_events if e["what"] not in ("removed",)], self_events
     finally:
