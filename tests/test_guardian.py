@@ -137,6 +137,10 @@ def test_kill_the_guardian_ham_starts_another(runner):
     after = kill_ham(before, "guardian")
     assert after["ham_pid"] == before["ham_pid"] and after["ham_failures"] == before["ham_failures"]
     assert "guardian died (killed by SIGKILL): starting a new one" in runner.read_log()
+    assert after["guardian_failures"] == before["guardian_failures"] + 1
+    info = subprocess.run([sys.executable, "-m", "hamtools", "hamctl", "info", "/"], env=runner.env(), cwd=ROOT,
+                          capture_output=True, text=True).stdout
+    assert "Guardian Pid" in info and str(after["guardian_pid"]) in info and "Guardian Failures" in info
     again = kill_ham(after)  # the new guardian is as good as the first
     assert again["ham_pid"] == after["guardian_pid"]
 

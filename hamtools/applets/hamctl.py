@@ -512,7 +512,7 @@ def _info_fields(data, parts, node, entity):
     if not parts:
         conds = [c for e in data["entities"] for c in e["conditions"]]
         return [("Ham Pid", data["ham_pid"]), ("Guardian Pid", data["guardian_pid"] or "none"),
-                ("Ham Failures", data["ham_failures"]), ("Guardian Failures", 0),
+                ("Ham Failures", data["ham_failures"]), ("Guardian Failures", data.get("guardian_failures", 0)),
                 ("Num Entities", len(data["entities"])), ("Num Conditions", len(conds)),
                 ("Num Actions", sum(len(c["actions"]) for c in conds)),
                 ("Ham Start Time", _when(data["started"])), ("Current Verbosity", data["verbosity"])]

@@ -66,6 +66,7 @@ class Ham:
         self.ham_failures = int(meta.get("ham_failures", 0))
         if self.taking_over:
             self.ham_failures += 1
+        self.guardian_failures = int(meta.get("guardian_failures", 0))
         groups = meta.get("groups")  # service groups' settings, for hamd.services
         self.saved_groups = groups if isinstance(groups, dict) else {}
         self.started = self.clock.time()
@@ -485,7 +486,7 @@ class Ham:
 
     def save(self) -> None:
         self._save_timer = None
-        meta = {"ham_failures": self.ham_failures, "verbosity": self.engine.verbosity,
+        meta = {"ham_failures": self.ham_failures, "guardian_failures": self.guardian_failures, "verbosity": self.engine.verbosity,
                 "ham_pid": os.getpid(), "saved": self.clock.time()}
         if self._services is not None:
             self._services.remember()  # restart histories and pending backoffs, into the entities
@@ -514,6 +515,7 @@ class Ham:
             "ham_pid": os.getpid(),
             "guardian_pid": self.guardian.pid if self.guardian is not None else None,
             "ham_failures": self.ham_failures,
+            "guardian_failures": self.guardian_failures,
             "verbosity": self.engine.verbosity,
             "started": self.started,
             "entities": [_entity_status(e) for e in self.model.entities.values()],

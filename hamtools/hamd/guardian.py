@@ -184,6 +184,8 @@ class Guardian:
             return
         lived = self.ham.clock.monotonic() - self._started
         self._quick_deaths = self._quick_deaths + 1 if lived < self.QUICK else 0
+        self.ham.guardian_failures += 1
+        self.ham.changed()
         self.ham.log(0, f"guardian died ({status}): starting a new one")
         self._later()
 
