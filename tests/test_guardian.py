@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from hamtools.ham import (CONDDEATH, HREARMAFTERRESTART, ham_action_restart, ham_attach, ham_condition,
+from hamtools.ham import (CONDABNORMALDEATH, CONDDEATH, HREARMAFTERRESTART, ham_action_restart, ham_attach, ham_condition,
                           ham_entity, ham_status)
 from hamtools.hamd.launch import tagged_processes, topmost
 from tests.conftest import ROOT
@@ -129,6 +129,35 @@ def test_kill_ham_the_guardian_takes_over_with_everything(runner, run_dir):
     assert len(processes_named("ham-guardian")) == len(set(processes_named("ham-guardian")))
     log = runner.read_log()
     assert f"took over from ham pid {before['ham_pid']} (ham failures: 1)" in log
+
+
+def test_after_a_takeover_a_readopted_death_keeps_its_status(runner):
+    """Not ham's child any more, but the kernel's process connector tells how it ended (ham
+    is root here): a core-dump signal is still an abnormal death."""
+    runner.start()
+    ehdl = ham_attach("crasher", 0, -1, "/bin/sleep 600", 0)
+    ham_condition(ehdl, CONDABNORMALDEATH, "abnormal", 0)
+    before = ham_status()
+    crasher = entity_status("crasher")["pid"]
+    kill_ham(before)
+    assert entity_status("crasher")["pid"] == crasher
+    os.kill(crasher, signal.SIGSEGV)
+    wait_for(lambda: entity_status("crasher") is None, what="the death")
+    assert '"crasher" died abnormally (killed by SIGSEGV)' in runner.read_log()
+    assert [e["what"] for e in runner.events() if e.get("condition") == "abnormal"] == ["CONDABNORMALDEATH"]
+
+
+def test_an_adopted_process_death_keeps_its_status(runner):
+    runner.start()
+    stranger = subprocess.Popen(["/bin/sleep", "600"])
+    try:
+        ham_attach("stranger", 0, stranger.pid, None, 0)
+        stranger.send_signal(signal.SIGQUIT)
+        stranger.wait()
+        wait_for(lambda: entity_status("stranger") is None, what="the death")
+        assert '"stranger" died abnormally (killed by SIGQUIT)' in runner.read_log()
+    finally:
+        stranger.kill()
 
 
 def test_kill_the_guardian_ham_starts_another(runner):

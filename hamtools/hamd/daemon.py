@@ -87,6 +87,7 @@ class Ham:
         self.requests = Requests(self)
         self.server = Server(self, runtime_dir, gid)
         self.pidfds: dict[int, int] = {}  # pid -> pidfd, for processes that are not our children
+        self._exit_reports = None  # core.procexit: how those ended, where the kernel tells
         self.exit_callbacks: dict[int, list] = {}  # pid -> called once it has exited
         self._services = None  # made on first use: a ham without services never loads them
         self.config_paths: list[str] = []
@@ -277,6 +278,8 @@ class Ham:
         for pidfd in self.pidfds.values():
             os.close(pidfd)
         self.pidfds.clear()
+        if self._exit_reports is not None:
+            self._exit_reports.close()
         self.launcher.close()
         self.journal.close()
         self.log.close()
@@ -367,19 +370,34 @@ class Ham:
         self.pidfds[entity.pid] = held.pidfd
         pid = entity.pid
         self.loop.watch_pidfd(held.pidfd, lambda: self._pidfd_fired(pid))
+        if self._exit_reports is None:
+            from hamtools.core.procexit import ExitReports
+
+            self._exit_reports = ExitReports(self.loop)
+        self._exit_reports.watch(pid)
+        if self._exit_reports.failed and self._exit_reports.watched == {pid}:
+            self.log(2, f"exit statuses of adopted processes unknown: process connector: "
+                        f"{self._exit_reports.failed}")
 
     def forget(self, entity: Entity) -> None:
         pidfd = self.pidfds.pop(entity.pid, None) if entity.pid else None
         if pidfd is not None:
             self.loop.remove_reader(pidfd)
             os.close(pidfd)
+            self._exit_reports.unwatch(entity.pid)
 
     def _pidfd_fired(self, pid: int) -> None:
         pidfd = self.pidfds.pop(pid, None)
         if pidfd is not None:
             os.close(pidfd)
         self._reap()  # it may be a child after all (re-parented to us): get its status
-        self._exited(pid, None)
+        code = self._exit_reports.status(pid)  # queued before the pidfd fired, if told at all
+        self._exit_reports.unwatch(pid)
+        try:
+            status = None if code is None else proc.ExitStatus.from_wait_status(code)
+        except ValueError:
+            status = None
+        self._exited(pid, status)
 
     def _reap(self) -> None:
         for pid, status in proc.reap_all():

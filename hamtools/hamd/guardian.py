@@ -12,8 +12,9 @@ whenever its guardian dies.
 
 What Linux takes away in a takeover: the dead ham's children are given by the kernel to the
 nearest subreaper above ham (init, or systemd), not to the guardian, so the new ham watches
-them by pidfd: their deaths are seen at once, but their exit status is gone (a death of
-theirs cannot be told abnormal, CONDABNORMALDEATH does not fire). What the new ham starts
+them by pidfd and learns how they ended from the kernel's process connector (core.procexit)
+where it may open it (root, the initial network namespace); elsewhere their exit status is
+gone (a death of theirs cannot be told abnormal). What the new ham starts
 is its own child again. `hamctl reexec` keeps the pid, so nothing is lost there.
 
 The guardian ignores the signals ham ignores and passes SIGTERM and SIGHUP on to ham, so a
