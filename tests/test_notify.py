@@ -209,11 +209,17 @@ def ham_under_a_manager(tmp_path, monkeypatch, socket_name: str, watchdog_usec: 
     return runner.start()
 
 
-def test_ham_under_a_notify_socket_reports_ready_mainpid_and_watchdog(tmp_path, monkeypatch):
+def manager_socket(path) -> socket.socket:
+    """A service manager's notify socket, credentials on."""
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    listener.bind(str(tmp_path / "manager"))
+    listener.bind(str(path))
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
     listener.settimeout(10)
+    return listener
+
+
+def test_ham_under_a_notify_socket_reports_ready_mainpid_and_watchdog(tmp_path, monkeypatch):
+    listener = manager_socket(tmp_path / "manager")
     runner = ham_under_a_manager(tmp_path, monkeypatch, "manager", "200000")
     try:
         first, creds = _receive(listener)
@@ -234,10 +240,7 @@ def test_ham_under_a_notify_socket_reports_ready_mainpid_and_watchdog(tmp_path, 
 
 
 def test_after_a_takeover_the_new_ham_reports_its_mainpid(tmp_path, monkeypatch):
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    listener.bind(str(tmp_path / "manager"))
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-    listener.settimeout(10)
+    listener = manager_socket(tmp_path / "manager")
     runner = ham_under_a_manager(tmp_path, monkeypatch, "manager", "400000")
     try:
         assert sdnotify.parse(_receive(listener)[0])["MAINPID"] == str(runner.proc.pid)

@@ -138,7 +138,7 @@ class Ham:
         self.loop.add_signal(_signal.SIGTERM, self._on_term)
         self.loop.add_signal(_signal.SIGHUP, self._on_hup)
         self.server.open(self.handover)
-        self.notify = NotifySocket(self, os.path.join(self.runtime_dir, "notify"), self._handed("notify"))
+        self.notify = NotifySocket(self, os.path.join(self.runtime_dir, "notify"), self.handover)
         self.launcher.notify_path = self.notify.path
         self.launcher.before_spawn = self.persist_before_spawn
         self._resume()

@@ -12,6 +12,7 @@ the watchdog fd means the device is never closed, so it neither stops nor compla
 """
 
 import os
+import _socket
 
 VARIABLE = "HAM_HANDOVER"
 VERSION = "1"  # `hamctl reexec` refuses code that does not speak this one
@@ -62,6 +63,25 @@ class Handover:
         except OSError:
             return None
         return fd
+
+    def take_socket(self, name: str, path: str, kind: int) -> _socket.socket | None:
+        """The socket handed over as name, if it is still one of kind bound at path (someone
+        may have removed or replaced the path: then None, and it is bound afresh)."""
+        fd = self.take(name)
+        if fd is None:
+            return None
+        try:
+            sock = _socket.socket(fileno=fd)
+        except OSError:
+            return None
+        try:
+            if sock.type == kind and sock.getsockname() == path and os.path.exists(path):
+                sock.setblocking(False)
+                return sock
+        except OSError:
+            pass
+        sock.close()
+        return None
 
     def close_rest(self) -> None:
         """Close what nobody took (an option dropped since, a confused sender)."""

@@ -62,31 +62,14 @@ def _bind(path: str) -> _socket.socket:
     return sock
 
 
-def _adopt(fd: int, path: str) -> _socket.socket | None:
-    try:
-        sock = _socket.socket(fileno=fd)
-    except OSError:
-        return None
-    try:
-        if sock.type == _socket.SOCK_DGRAM and sock.getsockname() == path and os.path.exists(path):
-            sock.setblocking(False)
-            return sock
-    except OSError:
-        pass
-    sock.close()
-    return None
-
-
 class NotifySocket:
-    def __init__(self, ham, path: str, inherited: int | None = None):
-        """inherited: the socket of the ham before us (hamd.handover), with whatever its
+    def __init__(self, ham, path: str, handover=None):
+        """handover: from the ham before us (hamd.handover): its socket, with whatever its
         senders said during the takeover still queued in it."""
         self.ham = ham
         self.path = path
         self._index: dict[int, object] = {}  # pid -> entity, rebuilt when found stale
-        self.sock = _adopt(inherited, path) if inherited is not None else None
-        if self.sock is None:
-            self.sock = _bind(path)
+        self.sock = (handover and handover.take_socket("notify", path, _socket.SOCK_DGRAM)) or _bind(path)
         ham.loop.add_reader(self.sock.fileno(), self._readable)
 
     def close(self) -> None:

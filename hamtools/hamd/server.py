@@ -52,7 +52,7 @@ class Server:
         whoever connected during the takeover is still waiting in their backlog."""
         for name, mode, control in (("control", 0o660, True), ("client", 0o666, False)):
             path = os.path.join(self.runtime_dir, name)
-            listener = _inherited(handover, name, path) or self._bind(path, mode)
+            listener = (handover and handover.take_socket(name, path, _socket.SOCK_SEQPACKET)) or self._bind(path, mode)
             listener.setblocking(False)
             self.listeners.append(listener)
             self.loop.add_reader(listener.fileno(), lambda l=listener, c=control: self._accept(l, c))
@@ -216,21 +216,3 @@ class Server:
             except OSError:
                 pass
         self.listeners.clear()
-
-
-def _inherited(handover, name: str, path: str) -> _socket.socket | None:
-    """The listening socket handed over as name, if it is still the one bound at path."""
-    fd = handover.take(name) if handover is not None else None
-    if fd is None:
-        return None
-    try:
-        listener = _socket.socket(fileno=fd)
-    except OSError:
-        return None
-    try:
-        if listener.type == _socket.SOCK_SEQPACKET and listener.getsockname() == path and os.path.exists(path):
-            return listener
-    except OSError:
-        pass
-    listener.close()  # someone removed or replaced the path: bind afresh
-    return None
