@@ -79,6 +79,7 @@ class Ham:
         self._services = None  # made on first use: a ham without services never loads them
         self.config_paths: list[str] = []
         self._save_timer = None
+        self.metrics = None  # hamd.metrics.MetricsFile, with --metrics-file: rewritten on each save
         self.stopping = False
 
     @property
@@ -344,6 +345,8 @@ class Ham:
             self.store.save(self.model, meta)
         except OSError as err:
             self.log(0, f"cannot save state to {self.store.path}: {err.strerror}")
+        if self.metrics is not None:
+            self.metrics.update(self.status(), self.log)
         # The requests and the document just made leave freed heap behind: give it back (a
         # quarter of a megabyte with 100 entities; ham's resident size is budgeted). Saves
         # are coalesced and never on the death -> respawn path, so this costs nothing there.
@@ -384,7 +387,8 @@ def _entity_status(entity: Entity) -> dict:
                    if entity.notify_state or entity.notify_status or entity.notify_errno is not None else None),
         "flags": q.flag_names(entity.flags, q.ENTITY_FLAG_NAMES),
         "uid": entity.uid, "command": entity.argv,
-        "heartbeat": ({"period": entity.hb_period, "hpdl": entity.hpdl, "hpdh": entity.hpdh}
+        "heartbeat": ({"period": entity.hb_period, "hpdl": entity.hpdl, "hpdh": entity.hpdh,
+                       "missed_low": entity.hb_missed_low, "missed_high": entity.hb_missed_high}
                       if entity.heartbeat else None),
         "created": entity.created, "last_death": entity.last_death, "restarted": entity.restarted,
         "conditions": [{
