@@ -12,8 +12,8 @@ class Applet:
         self.name = name
         self.module = module  # imported only when the applet runs
         self.summary = summary
-        # True when the applet imports a native extension (psutil): the zipapp must then go
-        # through shiv's bootstrap, which extracts site-packages to disk. Everything else
+        # True when the applet imports a native extension (psutil): the zipapp then extracts
+        # the packages that hold one to disk first (hamtools.zipextract). Everything else
         # runs straight from the zip.
         self.native = native
 
