@@ -205,7 +205,7 @@ def run(*, verbosity, keep_verbosity, log, stamps, runtime_dir, gid, foreground,
     except ValueError as bad:  # a configuration error: FILE:LINE: message, nothing started
         return _fail(ready, str(bad))
     except OSError as err:
-        return _fail(ready, f"cannot start in {runtime_dir}: {err.strerror}")
+        return _fail(ready, f"cannot start in {runtime_dir}: {err.strerror or err}")
     if ready is not None:
         os.write(ready, b"ok")
         os.close(ready)
