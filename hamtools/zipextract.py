@@ -5,15 +5,13 @@ Only the top-level packages of site-packages that hold an extension module (.so)
 extracted, with bytecode; everything else keeps running from the zip. They go to
 $SHIV_ROOT/hamtools_<build id>/site-packages (SHIV_ROOT defaults to ~/.shiv, the build id is
 shiv's, from the zip's environment.json), whatever name the zipapp runs under, so its links
-share one copy per build. The first run extracts (to a temporary directory renamed into
-place: concurrent first runs cannot clash); `hamtools --extract DIR` does it ahead of time,
-so that with SHIV_ROOT=DIR on a read-only root nothing is written at run time.
+share one copy per build. The first import of one extracts them (hamtools.zipentry; to a
+temporary directory renamed into place: concurrent first runs cannot clash); `hamtools
+--extract DIR` does it ahead of time, so that with SHIV_ROOT=DIR on a read-only root nothing
+is written at run time.
 """
 
-import compileall
 import os
-import py_compile
-import shutil
 import zipfile
 from pathlib import Path
 
@@ -51,6 +49,10 @@ def _native_tops(archive: zipfile.ZipFile) -> set[str]:
 
 
 def _extract(archive: zipfile.ZipFile, target: Path) -> None:
+    import compileall  # here: a run that finds the extracted copy needs none of these
+    import py_compile
+    import shutil
+
     tops = _native_tops(archive)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")

@@ -78,12 +78,17 @@ def main() -> None:
     server.wait()
     with open(os.path.join(RUN, "runs")) as runs:
         FACTS["restart script runs"] = runs.read()
-    FACTS["sockmon unprepared"] = hamtools("sockmon", "--watch", "pid:1", "--restart", "/bin/true",
-                                           shiv=os.path.join(WORK, "empty-shiv"))
-    brief = subprocess.Popen(["sleep", "2"])
-    FACTS["sockmon tmpfs"] = hamtools("sockmon", "--watch", f"pid:{brief.pid}", "--restart", "/bin/true",
-                                      "--retries", "1")
+    empty = os.path.join(WORK, "empty-shiv")
+    FACTS["sockmon unprepared"] = hamtools("sockmon", "--watch", f"name:{os.path.basename(prog)}", "--restart",
+                                           "/bin/true", shiv=empty)
+    FACTS["sockmon --help unprepared"] = hamtools("sockmon", "--help", shiv=empty)
+    brief = subprocess.Popen(["sleep", "1.5"])  # a pid: target needs no psutil, so no extraction
+    FACTS["sockmon pid: unprepared"] = hamtools("sockmon", "--watch", f"pid:{brief.pid}", "--restart", "/bin/true",
+                                                "--retries", "1", shiv=empty)
     brief.wait()
+    # name: on the tmpfs SHIV_ROOT: psutil is extracted there to look for it (it is gone by now)
+    FACTS["sockmon tmpfs"] = hamtools("sockmon", "--watch", f"name:{os.path.basename(prog)}", "--restart",
+                                      "/bin/true", "--retries", "1", "--retry-interval", "0.05")
     FACTS["scratch after sockmon"] = os.listdir(SCRATCH)
     FACTS["extract on read-only"] = hamtools("--extract", os.path.join(WORK, "elsewhere"))
 

@@ -2,8 +2,8 @@
 read-only but two tmpfs (the runtime directory and a scratch SHIV_ROOT), as on a board with a
 read-only image. ham, hamctl and heartbeat write nothing but ham's runtime directory and never
 extract; sockmon takes psutil from a directory `hamtools --extract` prepared before the root
-went read-only, or extracts it once to a tmpfs SHIV_ROOT; an unprepared read-only SHIV_ROOT
-is a one-line error. The guest half is tests/readonly_guest.py."""
+went read-only, or extracts it once to a tmpfs SHIV_ROOT; with an unprepared read-only
+SHIV_ROOT only its name: targets fail, in one line. The guest half is tests/readonly_guest.py."""
 
 import json
 import os
@@ -65,14 +65,20 @@ def test_sockmon_imports_psutil_from_the_prepared_read_only_copy(facts):
     assert facts["restart script runs"].startswith("name:smro") and facts["restart script runs"].endswith(" exited\n")
 
 
-def test_an_unprepared_read_only_shiv_root_is_one_line(facts):
-    expected = (f"sockmon: cannot extract psutil to {facts['work']}/empty-shiv: Read-only file system (set "
-                "SHIV_ROOT to a writable directory, or prepare one with hamtools --extract DIR)\n")
+def test_an_unprepared_read_only_shiv_root_fails_only_what_needs_psutil_in_one_line(facts):
+    expected = (f"sockmon: name: targets need psutil (cannot extract psutil to {facts['work']}/empty-shiv: "
+                "Read-only file system (set SHIV_ROOT to a writable directory, or prepare one with "
+                "hamtools --extract DIR))\n")
     assert (facts["sockmon unprepared"]["rc"], facts["sockmon unprepared"]["err"]) == (1, expected)
+    helped = facts["sockmon --help unprepared"]
+    assert helped["rc"] == 0 and helped["out"].startswith("Usage: sockmon"), helped["err"]
+    watched = facts["sockmon pid: unprepared"]
+    assert watched["rc"] == 0 and "restart script /bin/true exited 0" in watched["err"], watched["err"]
     assert (facts["extract on read-only"]["rc"], facts["extract on read-only"]["err"]) == (
         1, f"hamtools: --extract: {facts['work']}/elsewhere: Read-only file system\n")
 
 
-def test_a_tmpfs_shiv_root_is_extracted_to_once(facts):
-    assert facts["sockmon tmpfs"]["rc"] == 0, facts["sockmon tmpfs"]["err"]
+def test_a_tmpfs_shiv_root_is_extracted_to_once_psutil_is_needed(facts):
+    looked = facts["sockmon tmpfs"]
+    assert looked["rc"] == 1 and "no process named smro" in looked["err"], looked["err"]  # psutil searched
     assert [name.split("_")[0] for name in facts["scratch after sockmon"]] == ["hamtools"]
