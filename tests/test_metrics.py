@@ -25,6 +25,7 @@ from hamtools.ham import (
     ham_stop,
 )
 from hamtools.hamd import hwdog, metrics
+from hamtools.hamd.model import GLOBAL, Entity
 from tests.hamfix import HamRunner, entity_status, kill_leftovers, wait_for
 from tests.test_ham import send, start_client
 from tests.wdt_fakes import FakeDriver
@@ -148,7 +149,7 @@ def test_a_directory_that_is_not_there_is_refused_before_anything_starts(tmp_pat
 # ---- the hardware watchdog's figures: the real hwdog logic over a fake driver ---------------
 
 def watchdog_text(dog) -> str:
-    return metrics.render({"entities": [], "started": 0.0, "ham_failures": 0, "watchdog": dog.status()})
+    return metrics.render([], started=0.0, ham_failures=0, watchdog=dog.status())
 
 
 def test_watchdog_feeding_pending_kills_and_the_last_reset(tmp_path, monkeypatch):
@@ -180,11 +181,10 @@ def test_watchdog_feeding_pending_kills_and_the_last_reset(tmp_path, monkeypatch
 
 
 def test_label_values_are_escaped_as_the_format_says():
-    status = {"started": 1.5, "ham_failures": 0, "watchdog": None, "entities": [
-        {"name": ".__global", "type": "global", "run": "running", "deaths": 0, "restarts": 0, "heartbeat": None},
-        {"name": 'a\\b"c', "type": "attached", "run": "dead", "deaths": 3, "restarts": 2, "heartbeat": None},
-    ]}
-    parsed = parse(metrics.render(status))
+    entities = [Entity(GLOBAL, "global"), Entity('a\\b"c', "attached", run="dead", deaths=3, restarts=2),
+                Entity("later", "placeholder")]
+    parsed = parse(metrics.render(entities, started=1.5, ham_failures=0, watchdog=None))
     assert value(parsed, "ham_entity_deaths_total", entity='a\\b"c') == 3
     assert value(parsed, "ham_entity_up", entity='a\\b"c') == 0
-    assert value(parsed, "ham_entity_up", entity=".__global") is None  # no process of its own
+    assert value(parsed, "ham_entity_up", entity="later") == 0  # a placeholder has no process yet
+    assert value(parsed, "ham_entity_up", entity=GLOBAL) is None  # nor has the global entity

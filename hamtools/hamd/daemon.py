@@ -346,7 +346,7 @@ class Ham:
         except OSError as err:
             self.log(0, f"cannot save state to {self.store.path}: {err.strerror}")
         if self.metrics is not None:
-            self.metrics.update(self.status(), self.log)
+            self.metrics.update(self)
         # The requests and the document just made leave freed heap behind: give it back (a
         # quarter of a megabyte with 100 entities; ham's resident size is budgeted). Saves
         # are coalesced and never on the death -> respawn path, so this costs nothing there.
