@@ -1,8 +1,8 @@
 # hamtools tasks (each is a thin wrapper over scripts/, which work without just).
 
-# build bin/hamtools
-build:
-    scripts/build
+# build bin/hamtools (--arch aarch64: bin/hamtools-aarch64)
+build *ARGS:
+    scripts/build {{ARGS}}
 
 # run the whole test suite
 test *ARGS:

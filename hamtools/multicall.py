@@ -16,6 +16,8 @@ Usage: hamtools APPLET [ARGS...]        run an applet
    or: hamtools --help [APPLET]         this text, or an applet's help
    or: hamtools --version
    or: hamtools --install [-s] DIR      link every applet into DIR (-s: symbolic links)
+   or: hamtools --extract DIR           extract what native applets need (psutil) into DIR,
+                                        for SHIV_ROOT=DIR on a read-only root
 """
 
 
@@ -47,6 +49,8 @@ def _hamtools_main(args: list[str]) -> int:
         return EXIT_OK
     if option == "--install":
         return _guard("hamtools", lambda: install(args[1:]))
+    if option == "--extract":
+        return _guard("hamtools", lambda: extract(args[1:]))
     if option.startswith("-"):
         sys.stderr.write(f"hamtools: unknown option: {option}\n{USAGE}")
         return EXIT_USAGE
@@ -103,9 +107,7 @@ def install(args: list[str]) -> int:
         args = args[1:]
     if len(args) != 1:
         raise AppletError("--install: usage: hamtools --install [-s] DIR", EXIT_USAGE)
-    target = os.path.realpath(sys.argv[0])
-    if not _is_zipapp(target):
-        raise AppletError(f"--install: {target} is not the hamtools zipapp (run it from bin/hamtools)")
+    target = _own_zipapp("--install")
     directory = args[0]
     os.makedirs(directory, exist_ok=True)
     made = kept = 0
@@ -124,10 +126,27 @@ def install(args: list[str]) -> int:
     return EXIT_OK
 
 
-def _is_zipapp(path: str) -> bool:
+def extract(args: list[str]) -> int:
+    if len(args) != 1:
+        raise AppletError("--extract: usage: hamtools --extract DIR", EXIT_USAGE)
+    from hamtools import zipextract
+
+    zipapp, root = _own_zipapp("--extract"), os.path.abspath(args[0])
+    try:
+        site = zipextract.native_site(zipapp, root)
+    except OSError as err:
+        raise AppletError(f"--extract: {root}: {err.strerror}") from None
+    print(f"hamtools: {', '.join(zipextract.native_packages(zipapp))} in {site}; run with SHIV_ROOT={root}")
+    return EXIT_OK
+
+
+def _own_zipapp(option: str) -> str:
+    target = os.path.realpath(sys.argv[0])
     import zipfile
 
-    return os.path.isfile(path) and zipfile.is_zipfile(path)
+    if not (os.path.isfile(target) and zipfile.is_zipfile(target)):
+        raise AppletError(f"{option}: {target} is not the hamtools zipapp (run it from bin/hamtools)")
+    return target
 
 
 def target_applet(argv: list[str]) -> registry.Applet | None:

@@ -12,9 +12,9 @@ class Applet:
         self.name = name
         self.module = module  # imported only when the applet runs
         self.summary = summary
-        # True when the applet imports a native extension (psutil): the zipapp must then go
-        # through shiv's bootstrap, which extracts site-packages to disk. Everything else
-        # runs straight from the zip.
+        # True when the applet may import a native extension (psutil): the zipapp then
+        # extracts the packages that hold one to disk when one is first imported
+        # (hamtools.zipentry). Everything else runs straight from the zip.
         self.native = native
 
     def __repr__(self) -> str:

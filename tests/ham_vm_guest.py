@@ -9,7 +9,8 @@ then the worker hangs in uninterruptible sleep (direct I/O on a suspended device
 device: SIGKILL cannot end it), ham kills it, it does not die, ham stops feeding: the board
 resets. Boot 2: ham reports that reset and its culprit; SIGTERM leaves the watchdog armed with
 the shutdown timeout; a SIGKILLed ham is taken over by its guardian, which holds the same open
-device and feeds it; `hamctl stop` disarms it.
+device and feeds it; `hamctl stop` disarms it. Both boots' ham write --metrics-file to the
+share.
 """
 
 import json
@@ -24,8 +25,9 @@ BOOT = os.environ["VM_BOOT"]
 RUN = "/run/ham"
 HAM = ["/usr/bin/python3", "-I", ZIPAPP]
 RECORD = os.path.join(SHARE, "watchdog.json")
+METRICS = os.path.join(SHARE, f"ham-{BOOT}.prom")  # in the share: boot 1's outlives the reset
 WATCHDOG = ["--watchdog", "/dev/watchdog0", "--watchdog-timeout", "4", "--shutdown-timeout", "30",
-            "--watchdog-record", RECORD]
+            "--watchdog-record", RECORD, "--metrics-file", METRICS]
 FACTS: dict = {}
 
 BOARD = """
@@ -106,6 +108,8 @@ def boot_one() -> None:
 def boot_two() -> None:
     start_ham()
     note("status", status())
+    with open(METRICS) as metrics:
+        note("metrics", metrics.read())
     note("status text", run("hamctl", "status").stdout)
     ham_pid = FACTS["status"].get("ham_pid")
     os.kill(ham_pid, 15)  # SIGTERM, as init at shutdown

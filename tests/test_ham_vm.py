@@ -1,7 +1,7 @@
 """ham holding a real hardware watchdog (i6300esb in QEMU, scripts/vm-test): it feeds it, stops
 feeding while a hung worker that cannot be killed is being killed so the board resets, names
-that worker after the reset, leaves it armed with the shutdown timeout on SIGTERM, and
-disarms it on `hamctl stop`. The guest half is tests/ham_vm_guest.py."""
+that worker after the reset (in `hamctl status` and the metrics file), leaves it armed with the
+shutdown timeout on SIGTERM, and disarms it on `hamctl stop`. The guest half is tests/ham_vm_guest.py."""
 
 import json
 import subprocess
@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from tests.conftest import ROOT
+from tests.test_metrics import parse, value
 from tests.test_wdt_vm import skip_or_fail, unavailable
 
 
@@ -31,7 +32,9 @@ def run(request, tmp_path_factory):
     facts = {n: json.loads((share / f"facts-{n}.json").read_text()) for n in (1, 2)
              if (share / f"facts-{n}.json").exists()}
     logs = {n: (share / f"ham-{n}.log").read_text() for n in (1, 2) if (share / f"ham-{n}.log").exists()}
-    return {"boots": boots, "facts": facts, "logs": logs, "stderr": done.stderr, "rc": done.returncode}
+    metrics = {n: (share / f"ham-{n}.prom").read_text() for n in (1, 2) if (share / f"ham-{n}.prom").exists()}
+    return {"boots": boots, "facts": facts, "logs": logs, "metrics": metrics, "stderr": done.stderr,
+            "rc": done.returncode}
 
 
 def _which(tool):
@@ -71,6 +74,16 @@ def test_a_takeover_keeps_the_watchdog_open_and_fed(run):
     assert takeover["state"] == "active" and takeover["feeding"] is True
     assert takeover["holds"] and takeover["holds"][0].startswith("/dev/watchdog")
     assert takeover["new complaints"] == []  # never closed: no "watchdog did not stop!"
+
+
+def test_the_metrics_file_shows_the_starved_watchdog_then_the_reset_and_its_culprit(run):
+    starved = parse(run["metrics"][1])  # what boot 1 wrote last, before the reset
+    assert value(starved, "ham_watchdog_feeding") == 0 and value(starved, "ham_watchdog_pending_kills") == 1
+    assert value(starved, "ham_entity_heartbeat_misses_total", entity="stuck", severity="high") == 1
+    assert value(starved, "ham_watchdog_timeout_seconds") == 4
+    after = parse(run["facts"][2]["metrics"])
+    assert value(after, "ham_watchdog_last_boot_reset", entity="stuck") == 1
+    assert value(after, "ham_watchdog_feeding") == 1 and value(after, "ham_watchdog_pending_kills") == 0
 
 
 def test_sigterm_leaves_it_armed_and_hamctl_stop_disarms_it(run):

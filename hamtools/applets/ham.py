@@ -14,7 +14,7 @@ from hamtools.core.errors import EXIT_USAGE, AppletError
 USAGE = """\
 Usage: ham [-v...] [-V N] [-d] [-f FILE] [-t none|relative|absolute|shortabs]
            [--runtime-dir DIR] [--group GROUP] [--foreground] [--stop-entities]
-           [--no-guardian] [--config FILE]...
+           [--no-guardian] [--config FILE]... [--metrics-file FILE.prom]
 
 The High Availability Manager (QNX ham): supervises entities (spawned, adopted and
 self-attached processes), fires conditions (death, abnormal death, detach, restart, missed
@@ -44,6 +44,9 @@ notify pulse/signal, heartbeat_healthy, log). Drive it with `hamctl` or hamtools
   --watchdog-record FILE where the culprit is written before feeding stops, to outlive the
                      reset (default /var/lib/ham/watchdog.json)
   --realtime         lock ham's memory and run it SCHED_FIFO (what it starts does not inherit it)
+  --metrics-file FILE.prom   write Prometheus metrics there for node_exporter's textfile
+                     collector (restarts, deaths, missed heartbeats, up, ham failures, the
+                     watchdog), atomically, a moment after each change
 
 Takeover: the guardian execs ham again with ham's fds (lock, sockets, watchdog: nothing is
 closed); the new ham resumes from the saved state, re-adopts every entity and counts
@@ -63,7 +66,7 @@ def main(argv: list[str]) -> int:
     settings = {"verbosity": 1, "extra": 0, "log": None, "stamps": "relative",
                 "runtime_dir": runtime.runtime_dir(), "gid": 0, "foreground": False,
                 "stop_entities": False, "configs": [], "watchdog": None, "realtime": False,
-                "guardian": True}
+                "guardian": True, "metrics_file": None}
     watchdog = {}
     for opt, value in opts:
         if opt in ("-h", "-?", "--help"):
@@ -104,6 +107,8 @@ def main(argv: list[str]) -> int:
             settings["realtime"] = True
         elif opt == "--no-guardian":
             settings["guardian"] = False
+        elif opt == "--metrics-file":
+            settings["metrics_file"] = _metrics_path(value)
     if watchdog and "path" not in watchdog:
         raise AppletError("--watchdog-timeout, --shutdown-timeout and --watchdog-record go with "
                           "--watchdog DEV (see ham --help)", EXIT_USAGE)
@@ -123,7 +128,7 @@ def main(argv: list[str]) -> int:
 SHORT_FLAGS, SHORT_VALUES = "vdh?", "Vft"
 LONG_FLAGS = ("foreground", "stop-entities", "help", "realtime", "no-guardian")
 LONG_VALUES = ("runtime-dir", "group", "config", "watchdog", "watchdog-timeout", "shutdown-timeout",
-               "watchdog-record")
+               "watchdog-record", "metrics-file")
 
 
 def parse_options(argv: list[str]) -> list[tuple[str, str]]:
@@ -162,7 +167,7 @@ def parse_options(argv: list[str]) -> list[tuple[str, str]]:
     return opts
 
 
-PATH_OPTIONS = ("-f", "--runtime-dir", "--config", "--watchdog", "--watchdog-record")
+PATH_OPTIONS = ("-f", "--runtime-dir", "--config", "--watchdog", "--watchdog-record", "--metrics-file")
 
 
 def rerun_arguments(opts: list[tuple[str, str]]) -> list[str]:
@@ -190,6 +195,13 @@ def _seconds(text: str, option: str) -> int:
     return int(text)
 
 
+def _metrics_path(text: str) -> str:
+    path = os.path.abspath(text)  # ham works from / once detached
+    if not os.path.isdir(os.path.dirname(path)):
+        raise AppletError(f"--metrics-file {text}: {os.path.dirname(path)} is not a directory", EXIT_USAGE)
+    return path
+
+
 def _group(name: str) -> int:
     try:
         return int(name) if name.isdigit() else grp.getgrnam(name).gr_gid
@@ -198,7 +210,7 @@ def _group(name: str) -> int:
 
 
 def run(*, verbosity, keep_verbosity, log, stamps, runtime_dir, gid, foreground, stop_entities,
-        configs, watchdog, realtime, argv) -> int:
+        configs, watchdog, realtime, argv, metrics_file) -> int:
     ready = None if foreground else _detach(keep_stderr=log is None)
     from hamtools.core.loop import Loop
     from hamtools.hamd.daemon import CannotStart, Ham
@@ -211,13 +223,17 @@ def run(*, verbosity, keep_verbosity, log, stamps, runtime_dir, gid, foreground,
         loop.on_error = lambda err: _internal_error(hamlog, err)
         ham = Ham(loop, runtime_dir, hamlog, gid=gid, stop_entities=stop_entities,
                   keep_verbosity=keep_verbosity, argv=argv)
+        if metrics_file is not None:
+            from hamtools.hamd.metrics import MetricsFile
+
+            ham.metrics = MetricsFile(metrics_file)
         ham.start(configs, watchdog=watchdog, realtime=realtime)
     except CannotStart as why:
         return _fail(ready, f"cannot start: {why}")
     except ValueError as bad:  # a configuration error: FILE:LINE: message, nothing started
         return _fail(ready, str(bad))
     except OSError as err:
-        return _fail(ready, f"cannot start in {runtime_dir}: {err.strerror}")
+        return _fail(ready, f"cannot start in {runtime_dir}: {err.strerror or err}")
     if ready is not None:
         os.write(ready, b"ok")
         os.close(ready)

@@ -93,6 +93,7 @@ class Ham:
         self.config_paths: list[str] = []
         self._save_timer = None
         self._after_save: list = []  # answers held until the changes they report are on disk
+        self.metrics = None  # hamd.metrics.MetricsFile, with --metrics-file: rewritten on each save
         self.stopping = False
         self.argv = argv
         self.wants_guardian = guardian and argv is not None
@@ -516,6 +517,8 @@ class Ham:
         waiting, self._after_save = self._after_save, []
         for callback in waiting:
             callback()
+        if self.metrics is not None:
+            self.metrics.update(self)
         # The requests and the document just made leave freed heap behind: give it back (a
         # quarter of a megabyte with 100 entities; ham's resident size is budgeted). Saves
         # are coalesced and never on the death -> respawn path, so this costs nothing there.
@@ -558,7 +561,8 @@ def _entity_status(entity: Entity) -> dict:
                    if entity.notify_state or entity.notify_status or entity.notify_errno is not None else None),
         "flags": q.flag_names(entity.flags, q.ENTITY_FLAG_NAMES),
         "uid": entity.uid, "command": entity.argv,
-        "heartbeat": ({"period": entity.hb_period, "hpdl": entity.hpdl, "hpdh": entity.hpdh}
+        "heartbeat": ({"period": entity.hb_period, "hpdl": entity.hpdl, "hpdh": entity.hpdh,
+                       "missed_low": entity.hb_missed_low, "missed_high": entity.hb_missed_high}
                       if entity.heartbeat else None),
         "created": entity.created, "last_death": entity.last_death, "restarted": entity.restarted,
         "conditions": [{

@@ -498,6 +498,7 @@ class Engine:
         missed = math.floor(elapsed - 0.5 + 1e-9)  # the epsilon: the timer fires at exactly n + 1/2
         if entity.hb_state == "healthy" and 0 < entity.hpdl <= missed:
             entity.hb_state = "missedlow"
+            entity.hb_missed_low += 1
             self.log(1, f"Entity {entity.name} missed heartbeat: severity low ({missed} missed)")
             self.fire(entity, q.CONDHBEATMISSEDLOW, note=f"{missed} missed")
             self.changed()
@@ -513,6 +514,7 @@ class Engine:
 
     def _missed_high(self, entity: Entity, why: str) -> None:
         entity.hb_state = "missedhigh"
+        entity.hb_missed_high += 1
         self.log(1, f"Entity {entity.name} missed heartbeat: severity high ({why})")
         self.fire(entity, q.CONDHBEATMISSEDHIGH, note=why)
         self.changed()

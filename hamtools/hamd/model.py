@@ -175,6 +175,7 @@ class Entity(Record):
         ("state", 0),  # the last CONDSTATE value it reported
         ("hb_period", 0.0),  # seconds; 0: no heartbeat
         ("hpdl", 0), ("hpdh", 0), ("hb_state", "healthy"), ("run", "running"),
+        ("hb_missed_low", 0), ("hb_missed_high", 0),  # missed-heartbeat episodes (the metrics)
         ("created", 0.0), ("last_death", None), ("restarted", None), ("restarts", 0), ("deaths", 0),
         ("last_beat", 0.0),  # monotonic; not persisted (a new ham starts the count afresh)
         ("beats", 0),  # heartbeats this ham took (not persisted)
@@ -210,8 +211,8 @@ class Entity(Record):
     def to_dict(self) -> dict:
         keys = ("name", "kind", "flags", "enabled", "pid", "start", "argv", "uid", "gid", "state",
                 "hb_period", "hpdl", "hpdh", "hb_state", "run", "created", "last_death",
-                "restarted", "restarts", "deaths", "spawned", "service", "want", "policy", "config",
-                "episode")
+                "restarted", "restarts", "deaths", "hb_missed_low", "hb_missed_high", "spawned",
+                "service", "want", "policy", "config", "episode")
         data = {key: getattr(self, key) for key in keys}
         data["conditions"] = [c.to_dict() for c in self.conditions.values()]
         return data
@@ -221,7 +222,8 @@ class Entity(Record):
         entity = cls(check_name(data["name"], "entity"), data["kind"])
         if entity.kind not in ENTITY_KINDS:
             raise ValueError(f"entity kind {entity.kind!r}")
-        for key in ("flags", "uid", "gid", "state", "hpdl", "hpdh", "restarts", "deaths"):
+        for key in ("flags", "uid", "gid", "state", "hpdl", "hpdh", "restarts", "deaths",
+                    "hb_missed_low", "hb_missed_high"):
             setattr(entity, key, int(data.get(key, 0)))
         for key in ("pid", "start"):
             setattr(entity, key, None if data.get(key) is None else int(data[key]))
