@@ -42,7 +42,7 @@ def runner(run_dir):
 def tagged(run_dir: str) -> dict[str, list[int]]:
     """Live processes a ham of run_dir started, by entity, leaving out their own children:
     one per entity when nothing is duplicated."""
-    return {name: [pid for pid, _, _ in topmost(procs)] for name, procs in tagged_processes(run_dir).items()}
+    return {name: [t[0] for t in topmost(procs)] for name, procs in tagged_processes(run_dir).items()}
 
 
 def tree(status: dict) -> list:
@@ -158,6 +158,19 @@ def test_an_adopted_process_death_keeps_its_status(runner):
         assert '"stranger" died abnormally (killed by SIGQUIT)' in runner.read_log()
     finally:
         stranger.kill()
+
+
+def test_the_metrics_count_the_takeover(runner, tmp_path):
+    from tests.test_metrics import parse, value
+
+    prom = tmp_path / "ham.prom"
+    runner.extra_args = ["--metrics-file", str(prom)]
+    runner.start()
+    ham_attach("kept", 0, -1, "/bin/sleep 600", 0)
+    wait_for(lambda: prom.exists() and value(parse(prom.read_text()), "ham_entity_up", entity="kept") == 1)
+    kill_ham(ham_status())
+    wait_for(lambda: value(parse(prom.read_text()), "ham_failures_total") == 1, what="ham_failures_total 1")
+    assert value(parse(prom.read_text()), "ham_entity_up", entity="kept") == 1
 
 
 def test_kill_the_guardian_ham_starts_another(runner):
@@ -455,3 +468,30 @@ def test_takeover_loop_at_random_moments(runner, run_dir, tmp_path):
         for client in clients:
             client.kill()
             client.wait()
+
+
+def test_a_recorded_pid_that_is_a_zombie_is_dead_and_the_tagged_heir_is_adopted(run_dir):
+    """A dead ham's child that init has not reaped yet is a zombie: not the entity's process.
+    The one its ham started after it (and died before saving) is found by its tag."""
+    import json
+
+    from hamtools.core import proc
+
+    zombie = subprocess.Popen(["/bin/true"])  # never waited for until the end: a zombie
+    wait_for(lambda: proc.ProcessId.of(zombie.pid).zombie(), what="a zombie")
+    runner = HamRunner(run_dir, ["--no-guardian"]).start()
+    try:
+        ham_attach("x", 0, -1, "/bin/sleep 600", 0)
+        heir = entity_status("x")["pid"]
+        runner.stop()  # x runs on
+        state = json.loads((run_dir / "state.json").read_text())
+        record = next(e for e in state["model"]["entities"] if e["name"] == "x")
+        record["pid"], record["start"] = zombie.pid, proc.start_time(zombie.pid)  # as if not saved since
+        (run_dir / "state.json").write_text(json.dumps(state))
+        runner.start()
+        assert entity_status("x")["pid"] == heir and tagged(str(run_dir)) == {"x": [heir]}
+        assert f"Re-adopted x (pid {heir})" in runner.read_log()
+    finally:
+        runner.stop()
+        zombie.wait()
+        os.kill(heir, signal.SIGKILL)

@@ -30,16 +30,27 @@ _PR_SET_CHILD_SUBREAPER = 36
 
 # -- identity -----------------------------------------------------------------------------
 
-def start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot, or None when there is no such pid."""
+def _stat(pid: int) -> list[bytes] | None:
+    """/proc/PID/stat from field 3 (state) on, or None when there is no such pid."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as stat:
             data = stat.read()
     except (FileNotFoundError, ProcessLookupError):
         return None
     # comm (field 2) may hold spaces and parentheses: split after the last ')'.
-    fields = data[data.rindex(b")") + 2:].split()
-    return int(fields[19])  # field 22 overall; fields[0] is field 3 (state)
+    return data[data.rindex(b")") + 2:].split()
+
+
+def start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot, or None when there is no such pid."""
+    fields = _stat(pid)
+    return None if fields is None else int(fields[19])  # field 22 overall
+
+
+def lineage(pid: int) -> tuple[int, int, int] | None:
+    """(start time, parent pid, process group) of pid, or None when there is no such pid."""
+    fields = _stat(pid)
+    return None if fields is None else (int(fields[19]), int(fields[1]), int(fields[2]))
 
 
 def parent(pid: int) -> int:
@@ -88,6 +99,11 @@ class ProcessId(tuple):
     def alive(self) -> bool:
         """True while this very process exists (a zombie still counts)."""
         return start_time(self.pid) == self.start
+
+    def zombie(self) -> bool:
+        """This very process has exited and waits for its parent to reap it."""
+        fields = _stat(self.pid)
+        return fields is not None and int(fields[19]) == self.start and fields[0] in (b"Z", b"X")
 
 
 # -- exit status --------------------------------------------------------------------------

@@ -171,8 +171,7 @@ class Ham:
                 continue
             if entity.service is not None:
                 services.append(entity)
-            if entity.pid is not None and entity.start is not None and \
-                    proc.ProcessId(entity.pid, entity.start).alive():
+            if entity.pid is not None and entity.start is not None and _still_running(entity):
                 self._readopt(entity)
                 continue
             if entity.kind == "attached":
@@ -431,6 +430,8 @@ class Ham:
             return
         if entity is not None and not self.stopping:
             self.forget(entity)
+            if entity.service is not None:
+                _kill_leftovers(pid)
             self.engine.entity_died(entity, status)
             if entity.service is not None:
                 self.services.died(entity, status)
@@ -624,14 +625,33 @@ def _lock(path: str, inherited: int | None = None) -> int:
     return fd
 
 
+def _kill_leftovers(pgid: int) -> None:
+    """A service's main process died: what it left in its process group (ham starts each
+    one as a group leader) dies too before the restart, as systemd's control-group kill
+    does, so a killed shell's children never run beside its next incarnation."""
+    try:
+        os.killpg(pgid, _signal.SIGKILL)
+    except OSError:
+        pass  # nothing left (ESRCH), the usual case
+
+
+def _still_running(entity: Entity) -> bool:
+    """The entity's recorded process runs: a zombie of ours (after a re-exec) is reaped for
+    its status next; a zombie of someone else's (a dead ham's child that init has not reaped
+    yet) is dead, and the entity's process may be a newer one (found by its tag)."""
+    ident = proc.ProcessId(entity.pid, entity.start)
+    return ident.alive() and (not ident.zombie() or proc.parent(entity.pid) == os.getpid())
+
+
 def _heir(tagged, recorded_start: int | None) -> tuple[int, int] | None:
-    """Of the live processes tagged with an entity's name, the one that is its process:
-    started after the recorded one (a leftover child of that one is older), not a child of
-    another tagged one (its own children carry the tag too), the newest of those."""
+    """Of the live processes tagged with an entity's name, the one that is its process: a
+    group leader (ham starts each process as one, and a daemon leads its own session; what a
+    killed process left behind stays in its group), started after the recorded one, not a
+    child of another tagged one (its own children carry the tag too), the newest of those."""
     from hamtools.hamd.launch import topmost
 
-    tops = topmost([t for t in tagged if recorded_start is None or t[1] > recorded_start])
+    tops = topmost([t for t in tagged if t[3] == t[0] and (recorded_start is None or t[1] > recorded_start)])
     if not tops:
         return None
-    pid, start, _ = max(tops, key=lambda t: t[1])
+    pid, start, _, _ = max(tops, key=lambda t: t[1])
     return pid, start

@@ -77,7 +77,7 @@ class Launcher:
                 continue
         return None, exiting
 
-    def tagged_processes(self) -> dict[str, list[tuple[int, int, int]]]:
+    def tagged_processes(self) -> dict[str, list[tuple[int, int, int, int]]]:
         return tagged_processes(self.base_env.get("HAM_RUNTIME_DIR", ""))
 
     def kill(self, pid: int) -> None:
@@ -142,13 +142,13 @@ class Launcher:
         self._pulse_sockets.clear()
 
 
-def tagged_processes(runtime_dir: str) -> dict[str, list[tuple[int, int, int]]]:
+def tagged_processes(runtime_dir: str) -> dict[str, list[tuple[int, int, int, int]]]:
     """Every live process that a ham of runtime_dir started (or one of their children, which
-    inherit the tag): entity name -> [(pid, start time, parent pid)]. What a ham killed
+    inherit the tag): entity name -> [(pid, start time, parent pid, process group)]. What a ham killed
     between a spawn and its next save left behind is found here (and the chaos test's
     judge counts duplicates and orphans with it)."""
     ours = b"HAM_RUNTIME_DIR=" + runtime_dir.encode()
-    found: dict[str, list[tuple[int, int, int]]] = {}
+    found: dict[str, list[tuple[int, int, int, int]]] = {}
     me = os.getpid()
     for name in os.listdir("/proc"):
         if not name.isdigit() or int(name) == me:
@@ -162,15 +162,15 @@ def tagged_processes(runtime_dir: str) -> dict[str, list[tuple[int, int, int]]]:
             continue
         tag = next((v[11:] for v in variables if v.startswith(b"HAM_ENTITY=")), b"")
         pid = int(name)
-        start = proc.start_time(pid)
-        if tag and start is not None:
-            found.setdefault(tag.decode(errors="replace"), []).append((pid, start, proc.parent(pid)))
+        ids = proc.lineage(pid)
+        if tag and ids is not None:
+            found.setdefault(tag.decode(errors="replace"), []).append((pid, *ids))
     return found
 
 
-def topmost(tagged: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+def topmost(tagged: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
     """Those of one entity's tagged processes whose parent is not one of them."""
-    pids = {pid for pid, _, _ in tagged}
+    pids = {t[0] for t in tagged}
     return [t for t in tagged if t[2] not in pids]
 
 
