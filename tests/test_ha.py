@@ -47,6 +47,8 @@ def sleepers():
 
     def start():
         procs.append(subprocess.Popen(["sleep", "600"]))
+        path = status_path(procs[-1])  # its name is python's until the exec has gone through
+        wait_for(lambda: Path(path).read_text().startswith("Name:\tsleep\n"), what="sleep's exec")
         return procs[-1]
 
     yield start
@@ -358,6 +360,9 @@ def test_reopen_keeps_the_number_and_leaves_it_alone_on_failure(tmp_path):
         assert os.read(fd, 4) == b"BBBB" and os.get_inheritable(fd)
         raises(errno.ENOENT, ha_reopen, fd, tmp_path / "missing", os.O_RDONLY)
         assert names(fd) == str(tmp_path / "b")  # still the file it was
+        os.close(fd)
+        assert ha_reopen(fd, tmp_path / "a", os.O_RDONLY) == fd  # closed meanwhile: taken again
+        assert os.read(fd, 4) == b"AAAA"
     finally:
         os.close(fd)
         os.close(blocker)
@@ -571,6 +576,28 @@ def test_socket_send_and_recv_recover_with_reconnect(tmp_path):
     raises(errno.EBADF, ha_detach, fd)
 
 
+def test_every_socket_operation_recovers(peer):
+    def reconnect_and_greet(coid, rhdl):
+        peer.reconnect(coid, rhdl)
+        peer.far.sendall(b"hi")  # the new server speaks first
+        return coid
+
+    sock = ha_socket(peer.sock, reconnect_and_greet, None, 0)
+    peer.kill()
+    assert sock.send(b"s") == 1  # EPIPE: recovered, sent again
+    assert peer.far.recv(1) == b"s" and sock.recv(2) == b"hi"
+    peer.kill()
+    assert sock.sendmsg([b"m", b"n"]) == 2 and peer.far.recv(2) == b"mn"
+    assert sock.recv(2) == b"hi"
+    peer.kill()
+    buffer = bytearray(8)
+    assert sock.recv_into(buffer) == 2 and buffer[:2] == b"hi"  # EOF, recovered, retransmitted
+    peer.kill()
+    data, ancdata, _, _ = sock.recvmsg(8)
+    assert (data, ancdata) == (b"hi", [])
+    assert peer.calls == 4 and recovery_counts(peer.fd) == (4, 0)
+
+
 def test_socket_past_the_counts(tmp_path):
     address = str(tmp_path / "s")
     server = EchoServer(address, b"one")
@@ -657,6 +684,12 @@ def test_msgsend_recovers_after_ham_restarts_the_server(ham):
         assert (status, reply) == (0, b"%d two" % hdl.pid) and hdl.pid != pid
         assert hdl.nr == 1 and entity_status("nserver")["restarts"] == 1
         assert recovery_counts(coid) == (1, 0)
+        second = hdl.pid
+        os.kill(second, signal.SIGKILL)
+        running("nserver", other_than=second)  # dead for sure: the pulse cannot reach it
+        MsgSendPulse(coid, -1, 1, 2)  # ESRCH too: recovered, sent again
+        assert hdl.nr == 2 and hdl.pid != second
+        assert MsgSend(coid, b"three") == (0, b"%d three" % hdl.pid) and hdl.nr == 2
     finally:
         ha_ConnectDetach(coid)
 

@@ -43,16 +43,79 @@ Differences, by necessity or by choice:
 """
 
 from hamtools.ha.connections import (
-    MsgSend, MsgSendPulse, ha_ConnectAttach, ha_ConnectAttach_r, ha_ConnectDetach,
-    ha_ConnectDetach_r, ha_ReConnectAttach)
+    MsgSend,
+    MsgSendPulse,
+    ha_ConnectAttach,
+    ha_ConnectAttach_r,
+    ha_ConnectDetach,
+    ha_ConnectDetach_r,
+    ha_ReConnectAttach,
+)
 from hamtools.ha.cover import (
-    HA_RECOVERY_ACOUNT, HA_RECOVERY_ENABLE, HA_RECOVERY_ICOUNT, HA_RECOVERY_RESET_ACOUNT,
-    HA_RECOVERY_RESET_ICOUNT, HA_RECOVERY_SUSPEND, HAREPLACERECOVERYFN, RECOVERABLE, ha_attach,
-    ha_connection_ctrl, ha_detach, recovery_counts)
+    HA_RECOVERY_ACOUNT,
+    HA_RECOVERY_ENABLE,
+    HA_RECOVERY_ICOUNT,
+    HA_RECOVERY_RESET_ACOUNT,
+    HA_RECOVERY_RESET_ICOUNT,
+    HA_RECOVERY_SUSPEND,
+    HAREPLACERECOVERYFN,
+    RECOVERABLE,
+    ha_attach,
+    ha_connection_ctrl,
+    ha_detach,
+    recovery_counts,
+)
 from hamtools.ha.files import (
-    fstat, ha_close, ha_creat, ha_creat64, ha_dup, ha_fclose, ha_fopen, ha_open, ha_open64,
-    ha_reopen, lseek, read, write)
+    fstat,
+    ha_close,
+    ha_creat,
+    ha_creat64,
+    ha_dup,
+    ha_fclose,
+    ha_fopen,
+    ha_open,
+    ha_open64,
+    ha_reopen,
+    lseek,
+    read,
+    write,
+)
 from hamtools.ha.sockets import HaSocket, ha_reconnect, ha_socket
 
-__all__ = [name for name in dir() if not name.startswith("_")
-           and name not in ("connections", "cover", "files", "sockets")]
+__all__ = [
+    "HAREPLACERECOVERYFN",
+    "HA_RECOVERY_ACOUNT",
+    "HA_RECOVERY_ENABLE",
+    "HA_RECOVERY_ICOUNT",
+    "HA_RECOVERY_RESET_ACOUNT",
+    "HA_RECOVERY_RESET_ICOUNT",
+    "HA_RECOVERY_SUSPEND",
+    "RECOVERABLE",
+    "HaSocket",
+    "MsgSend",
+    "MsgSendPulse",
+    "fstat",
+    "ha_ConnectAttach",
+    "ha_ConnectAttach_r",
+    "ha_ConnectDetach",
+    "ha_ConnectDetach_r",
+    "ha_ReConnectAttach",
+    "ha_attach",
+    "ha_close",
+    "ha_connection_ctrl",
+    "ha_creat",
+    "ha_creat64",
+    "ha_detach",
+    "ha_dup",
+    "ha_fclose",
+    "ha_fopen",
+    "ha_open",
+    "ha_open64",
+    "ha_reconnect",
+    "ha_reopen",
+    "ha_socket",
+    "lseek",
+    "read",
+    "recovery_counts",
+    "write",
+]

@@ -42,7 +42,10 @@ def ha_reopen(oldfd: int, path, oflag: int, mode: int = 0o777) -> int:
     """QNX ha_reopen(), for recovery functions: open path again and put it under oldfd's number
     (dup2), closing the stale file. Returns oldfd; open()'s errors, and then oldfd is left as
     it was (so no other open can take its number meanwhile)."""
-    inheritable = os.get_inheritable(oldfd)
+    try:
+        inheritable = os.get_inheritable(oldfd)
+    except OSError:
+        inheritable = False  # closed already (EBADF): the number is free to take again
     newfd = os.open(path, oflag, mode)
     if newfd != oldfd:
         try:
