@@ -207,6 +207,23 @@ class Kernel:
             self._wake_coid_watcher()
         return coid
 
+    def reconnect_attach(self, oldcoid: int, nd: int, pid: int, chid: int) -> int:
+        """Connect again under oldcoid's number (libha's ha_ReConnectAttach): the new socket is
+        dup2'ed over the stale one, so no other connection can take the number meanwhile."""
+        with self.lock:
+            old = self.connections.get(oldcoid)
+        if old is None:
+            raise _oserror(errno.EBADF, f"no connection {oldcoid}")
+        newcoid = self.connect_attach(nd, pid, chid)
+        with self.lock:
+            fresh = self.connections.pop(newcoid)
+            os.dup2(fresh.sock.fileno(), oldcoid, inheritable=False)
+            fresh.sock.close()
+            # old.sock's fd now is the new connection; a new record clears dead and the msg ids
+            self.connections[oldcoid] = _Connection(oldcoid, old.sock, pid or self.pid, chid)
+            self._wake_coid_watcher()
+        return oldcoid
+
     def connect_detach(self, coid: int) -> None:
         with self.lock:
             conn = self.connections.pop(coid, None)
