@@ -196,6 +196,9 @@ def answer(sock, body: bytes, msg_id=1):
     (b'action {"path": "e/c/a", "kind": "restart", "params": []}', errno.ENOENT),
     (b"status " + b"[" * 60000, errno.EINVAL),  # JSON nested past the recursion limit
     (b'heartbeat \xff', errno.EINVAL),
+    # found by the fuzzer: each was an internal error (EIO) before
+    (b'entity {"name": "\\ud800"}', errno.EINVAL),
+    (b'attach_self {"name": "x", "hp": 1' + b"0" * 400 + b'}', errno.EINVAL),
 ])
 def test_malformed_requests_get_errors(raw, body, err):
     kind, status, _ = answer(raw, body)

@@ -17,7 +17,7 @@ import os
 from hamtools.core import proc, words
 from hamtools.core import hamconsts as q
 from hamtools.hamd.model import (
-    GLOBAL, Action, Condition, Entity, FailAction, HamError, check_name,
+    GLOBAL, Action, Condition, Entity, FailAction, HamError, check_name, is_int64,
 )
 
 
@@ -26,8 +26,8 @@ MAX_ENTITIES_PER_UID = 256  # for uids other than root and ham's own
 
 def _int(args: dict, key: str, default=None) -> int:
     value = args.get(key, default)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise HamError(errno.EINVAL, f"{key} must be an integer")
+    if not is_int64(value):
+        raise HamError(errno.EINVAL, f"{key} must be a 64-bit integer")
     return value
 
 

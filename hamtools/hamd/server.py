@@ -4,8 +4,10 @@ Each peer is known by SO_PEERCRED from the moment it connects; every datagram is
 (hamtools.core.wire), size-bounded by the kernel (a bigger one arrives truncated and is
 answered EMSGSIZE), decoded and validated before anything acts on it. A malformed request gets
 an error answer and nothing else happens; a peer that stalls (never reads its answers) is
-dropped; the number of peers is bounded. Sockets are _socket's (see core.loop: the socket
-module costs the daemon resident size).
+dropped; the number of peers is bounded. Every refusal (a connection, a request ham does not
+permit, a malformed frame or request, a stalled peer) is logged, a few lines per kind and uid
+per window (HamLog.limited): a local user cannot flood the log. Sockets are _socket's (see
+core.loop: the socket module costs the daemon resident size).
 """
 
 import errno
@@ -77,7 +79,8 @@ class Server:
             refusal = self._refusal(control, uid)
             if refusal:
                 sock.close()
-                self.ham.log(1, f"refusing a connection from pid {pid} (uid {uid}): {refusal}")
+                self.ham.log.limited(1, f"refused connections of uid {uid}",
+                                     f"refusing a connection from pid {pid} (uid {uid}): {refusal}")
                 continue
             sock.setblocking(False)
             conn = Conn(sock, pid, uid, gid, control)
@@ -105,7 +108,7 @@ class Server:
             try:
                 frame = wire.decode_datagram(data, truncated)
             except wire.ProtocolError as bad:
-                self.ham.log(3, f"bad frame from pid {conn.pid}: {bad}")
+                self._malformed(conn, f"bad frame: {bad}")
                 self._send(conn, wire.encode_error(bad.msg_id, bad.errno))
                 continue
             if frame.kind == wire.SEND:
@@ -113,17 +116,25 @@ class Server:
             elif frame.kind == wire.PULSE:
                 self._pulse(conn, frame)
             else:
+                self._malformed(conn, f"a {wire.KIND_NAMES[frame.kind]} frame")
                 self._send(conn, wire.encode_error(frame.msg_id, errno.EBADMSG))
             if conn.sock.fileno() < 0:
                 return
 
     def _request(self, conn: Conn, frame: wire.Frame) -> None:
+        op = None
         try:
             op, args = protocol.decode_request(frame.body)
             status, body = protocol.encode_answer(self.ham.requests.handle(conn, op, args))
         except protocol.BadRequest as bad:
+            self._malformed(conn, f"bad request: {bad}")
             status, body = protocol.encode_failure(errno.EINVAL, str(bad))
         except HamError as refused:
+            if refused.errno == errno.EPERM:
+                where = "control" if conn.control else "client"
+                self.ham.log.limited(1, f"refused requests of uid {conn.uid}",
+                                     f"refused {op} from pid {conn.pid} (uid {conn.uid}) on the {where} "
+                                     f"socket: {refused.strerror}")
             status, body = protocol.encode_failure(refused.errno, refused.strerror)
         except Exception as bug:  # the daemon survives any message
             self.ham.log(0, f"internal error serving pid {conn.pid}: {type(bug).__name__}: {bug}")
@@ -135,9 +146,15 @@ class Server:
 
     def _pulse(self, conn: Conn, frame: wire.Frame) -> None:
         pulse = wire.Pulse.unpack(frame.body)
-        if pulse.code == protocol.HBEAT_CODE:
-            for entity in conn.self_entities.values():
-                self.ham.engine.beat(entity)
+        if pulse.code != protocol.HBEAT_CODE:
+            self._malformed(conn, f"a pulse with code {pulse.code}")
+            return
+        for entity in conn.self_entities.values():  # a beat on a connection of no entity: a no-op
+            self.ham.engine.beat(entity)
+
+    def _malformed(self, conn: Conn, what: str) -> None:
+        self.ham.log.limited(1, f"malformed messages of uid {conn.uid}",
+                             f"malformed message from pid {conn.pid} (uid {conn.uid}): {what}")
 
     def _send(self, conn: Conn, data: bytes) -> None:
         """Send a frame, or queue it behind those the socket had no room for."""
@@ -146,7 +163,8 @@ class Server:
         if not conn.out and self._try_send(conn, data):
             return
         if conn.queued + len(data) > MAX_QUEUED:
-            self.ham.log(1, f"pid {conn.pid} does not read its answers: dropping it")
+            self.ham.log.limited(1, f"dropped peers of uid {conn.uid}",
+                                 f"pid {conn.pid} (uid {conn.uid}) does not read its answers: dropping it")
             self.close(conn)
             return
         if not conn.out:
