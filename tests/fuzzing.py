@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 
 from hamtools.core import cjson, hamproto, sdnotify, wire
 from hamtools.core.wire import ProtocolError
+from tests.hamfix import in_process_ham
 
 HANG_SECONDS = 10  # one example running this long is a hang, however loaded the machine
 
@@ -266,25 +267,6 @@ class _Conn:
         self.self_entities = {}
 
 
-@contextmanager
-def fresh_ham():
-    """A real Ham on a private runtime directory, not started (no sockets, no loop running):
-    its request handling and notify parsing are what is fuzzed."""
-    from hamtools.core.clock import REAL
-    from hamtools.core.loop import Loop
-    from hamtools.hamd.daemon import Ham
-    from hamtools.hamd.hlog import HamLog
-
-    with tempfile.TemporaryDirectory(prefix="hamfuzz.") as where:
-        loop = Loop(REAL)
-        ham = Ham(loop, where, HamLog(REAL, verbosity=4, path=os.path.join(where, "ham.log")))
-        try:
-            yield ham
-        finally:
-            ham.close()
-            loop.close()
-
-
 def _request_body(op: str, args: dict) -> bytes:
     if op == "heartbeat":  # the bare name, as it comes: undecodable where it is no text
         return b"heartbeat " + str(args.get("name", "")).encode("utf-8", "surrogatepass")
@@ -297,7 +279,7 @@ def check_ops(script: list) -> None:
     file still encode."""
     from hamtools.hamd.model import HamError
 
-    with fresh_ham() as ham:
+    with in_process_ham() as ham:
         peers = {"user": _Conn(4242, control=False), "root": _Conn(0, control=True)}
         for op, args, who in script:
             try:
@@ -340,7 +322,7 @@ def check_notify_applied(data: bytes) -> None:
     ham takes what is valid, drops the rest, and its status still encodes."""
     from hamtools.hamd.notify import NotifySocket
 
-    with fresh_ham() as ham:
+    with in_process_ham() as ham:
         ham.requests.handle(_Conn(0, control=False), "attach_self",
                             {"name": "me", "hp": 10**9, "hpdl": 1, "hpdh": 2})
         notify = NotifySocket(ham, os.path.join(ham.runtime_dir, "notify"))

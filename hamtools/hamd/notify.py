@@ -29,7 +29,7 @@ import struct
 
 from hamtools.core import proc, sdnotify
 
-BURST = 64  # datagrams per wakeup
+BURST = 16  # datagrams per wakeup: the socket is everyone's, so a flood of strangers' waits its turn
 _FDS_SPACE = _socket.CMSG_SPACE(sdnotify.CREDENTIALS.size) + _socket.CMSG_SPACE(253 * 4)
 MAX_ANCESTRY = 64  # how far up from the sender a notification may look for its entity
 MAX_STATUS = 256

@@ -24,6 +24,9 @@ from hamtools.hamd.model import HamError
 MAX_PEERS = {"control": 64, "client": 1024}
 MAX_PEERS_PER_UID = 128
 BURST = 64  # datagrams read from one peer per wakeup, so one flooder cannot starve others
+UID_BURST = 64  # ... and from all the peers of one unprivileged uid together: however many
+#                 connections a flooding user opens, ham's answer to anyone else waits for at
+#                 most this much of its work (scripts/bench_flood)
 
 
 MAX_ANSWER = 16 * 1024 * 1024  # the longest answer (a status of thousands of entities)
@@ -48,6 +51,8 @@ class Server:
         self.gid = gid
         self.listeners: list[_socket.socket] = []
         self.conns: dict[int, Conn] = {}
+        self._turn = -1  # the loop's wakeup that _read_by_uid counts for
+        self._read_by_uid: dict[int, int] = {}
 
     def open(self) -> None:
         for name, mode, control in (("control", 0o660, True), ("client", 0o666, False)):
@@ -96,11 +101,23 @@ class Server:
             return f"uid {uid} has {MAX_PEERS_PER_UID} connections already"
         return None
 
+    def _allowance(self, conn: Conn) -> int:
+        """Datagrams to read from conn in this turn of the loop (the rest wait for the next:
+        the socket stays readable)."""
+        if conn.uid in (0, os.geteuid()):
+            return BURST
+        if self._turn != self.loop.wakeups:
+            self._turn, self._read_by_uid = self.loop.wakeups, {}
+        return min(BURST, UID_BURST - self._read_by_uid.get(conn.uid, 0))
+
     def _readable(self, conn: Conn) -> None:
-        for _ in range(BURST):
+        counted = conn.uid not in (0, os.geteuid())
+        for _ in range(self._allowance(conn)):
             got = read_datagram(conn.sock, wire.MAX_FRAME)
             if got is None:
                 return
+            if counted:
+                self._read_by_uid[conn.uid] = self._read_by_uid.get(conn.uid, 0) + 1
             data, truncated = got
             if not data:
                 self.close(conn)
