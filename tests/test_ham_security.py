@@ -531,3 +531,32 @@ print("after", ask("client", "status", {}))
     log = open_ham.read_log()
     assert f"(uid {second_user.pw_uid}): bad frame: datagram over the size limit" in log
     assert f"(uid {second_user.pw_uid}) does not read its answers: dropping it" in log
+
+
+def test_a_hostile_user_cannot_fill_the_room_of_anothers_entity(open_ham, second_user):
+    """Notifications on root's entity are the user's right (QNX's client adds conditions to
+    inetd), but 64 of them would leave root no room: a user who owns nothing there gets a
+    quarter of each room (conditions, actions of a condition, fail items of an action)."""
+    from hamtools.hamd.model import FOREIGN_ROOM
+
+    root_service()
+    done = as_user(open_ham, second_user, RAW + """
+def fill(make):
+    for n in range(100):
+        got = make(n)
+        if got != "ok":
+            return f"{n} {got}"
+print("conditions", fill(lambda n: ask("client", "condition", {"path": f"rootsvc/c{n}", "type": 1})))
+print("actions", fill(lambda n: ask("client", "action", {"path": f"rootsvc/death/a{n}", "kind": "log",
+                                                          "params": {"message": "x"}})))
+print("fails", fill(lambda n: ask("client", "fail", {"path": f"rootsvc/death/log/f{n}", "kind": "log",
+                                                      "params": {"message": "x"}})))
+""", timeout=60)
+    assert results(done) == {"conditions": f"{FOREIGN_ROOM['condition']} ENOMEM",
+                             "actions": f"{FOREIGN_ROOM['action']} ENOMEM",
+                             "fails": f"{FOREIGN_ROOM['action-fail']} ENOMEM"}
+    from hamtools.ham import (CONDDEATH, ham_action_log, ham_condition, ham_condition_handle,
+                              ham_entity_handle)
+
+    ham_condition(ham_entity_handle(0, "rootsvc", 0), CONDDEATH, "roots", 0)  # root still has room
+    ham_action_log(ham_condition_handle(0, "rootsvc", "death", 0), "rootlog", "x", 0, 0, 0)

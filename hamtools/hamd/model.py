@@ -24,6 +24,9 @@ RUN_STATES = ("running", "starting", "backoff", "stopped", "dead", "failed")
 # Room in the tree (QNX answers ENOMEM when it has none): generous for any real system,
 # bounded so no client can grow ham's memory and state file without limit.
 MAX_CONDITIONS, MAX_ACTIONS, MAX_FAILS = 64, 64, 16
+# What one unprivileged user may add where it owns nothing (its notifications on another's
+# entity): a quarter of each room, so a hostile user cannot fill the owner's.
+FOREIGN_ROOM = {"condition": MAX_CONDITIONS // 4, "action": MAX_ACTIONS // 4, "action-fail": MAX_FAILS // 4}
 CONDITION_FLAGS = (q.HREARMAFTERRESTART | q.HCONDINDEPENDENT | q.HCONDNOWAIT | q.HCONDOTHER
                    | q.HCONDKEEPONEMPTY | q.HCONDSTATEMASK)
 ACTION_FLAGS = q.HREARMAFTERRESTART | q.HACTIONDONOW | q.HACTIONBREAKONFAIL | q.HACTIONKEEPONFAIL
@@ -116,6 +119,7 @@ class Condition(Record):
         ("fired", 0),
         ("config", None),  # made by a configuration file: its normalised entry (a reload
         #                    compares with it); None: made through the API
+        ("uid", 0),  # whoever added it (what others add to an entity is held to FOREIGN_ROOM)
     )
     __slots__ = tuple(name for name, _ in FIELDS)
 
@@ -141,7 +145,7 @@ class Condition(Record):
 
     def to_dict(self) -> dict:
         data = {"name": self.name, "type": self.type, "flags": self.flags, "enabled": self.enabled,
-                "params": self.params, "fired": self.fired,
+                "params": self.params, "fired": self.fired, "uid": self.uid,
                 "actions": [a.to_dict() for a in self.actions.values()]}
         if self.config is not None:
             data["config"] = self.config
@@ -152,7 +156,7 @@ class Condition(Record):
         actions = {a["name"]: Action.from_dict(a) for a in data.get("actions", [])}
         return cls(data["name"], int(data["type"]), int(data["flags"]), bool(data["enabled"]),
                    dict(data.get("params", {})), actions, int(data.get("fired", 0)),
-                   data.get("config"))
+                   data.get("config"), int(data.get("uid", 0)))
 
 
 def _state_matches(spec: int, value: int, flags: int, set_flag: int, inv_flag: int) -> bool:
