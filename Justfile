@@ -15,3 +15,11 @@ demo:
 # startup-time benchmark (ratios against the bare interpreter)
 bench-startup:
     scripts/bench_startup
+
+# every performance figure in one run (--short: a quick check that every part runs)
+bench *ARGS:
+    scripts/bench {{ARGS}}
+
+# the long fuzz run (tests/test_fuzz.py is CI's short one)
+fuzz MINUTES="30":
+    scripts/fuzz --minutes {{MINUTES}}

@@ -6,7 +6,9 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from contextlib import contextmanager
 
 import pytest
 
@@ -125,3 +127,23 @@ def ham(tmp_path, monkeypatch):
         pass
     runner.stop()
     kill_leftovers(spawned)
+
+
+@contextmanager
+def in_process_ham():
+    """A real Ham in this process on a private runtime directory, not started (no sockets, no
+    loop running): for what needs its parts one call at a time (request handling, notify
+    parsing, the server's reading), run on its loop by the caller."""
+    from hamtools.core.clock import REAL
+    from hamtools.core.loop import Loop
+    from hamtools.hamd.daemon import Ham
+    from hamtools.hamd.hlog import HamLog
+
+    with tempfile.TemporaryDirectory(prefix="ham-inproc.") as where:
+        loop = Loop(REAL)
+        ham = Ham(loop, where, HamLog(REAL, verbosity=4, path=os.path.join(where, "ham.log")))
+        try:
+            yield ham
+        finally:
+            ham.close()
+            loop.close()

@@ -444,6 +444,20 @@ def test_toml_bad(tmp_path, text, message):
     assert error(tmp_path, "b.toml", text) == message
 
 
+@pytest.mark.parametrize("text,message", [
+    # Found by the fuzzer (tests/fuzzing.py): an integer past a float's range was an
+    # OverflowError, not a ConfigError.
+    ('[service.a]\ncommand = "/bin/true"\nbackoff_initial = 1' + "0" * 400 + "\n",
+     "b.toml:1: backoff_initial: bad duration 1" + "0" * 400 + " (seconds, or 500ms, 2s, 1m, 1h)"),
+    ('[service.a]\ncommand = "/bin/true"\nbackoff_factor = 1' + "0" * 400 + "\n",
+     "b.toml:1: backoff_factor: must be a number, not 1" + "0" * 400),
+    ('[service.a]\ncommand = "/bin/true"\nheartbeat = "1e308h"\n',
+     "b.toml:1: heartbeat: bad duration '1e308h' (too long)"),
+])
+def test_toml_numbers_out_of_range(tmp_path, text, message):
+    assert error(tmp_path, "b.toml", text) == message
+
+
 def test_toml_second_service_error_points_at_its_header(tmp_path):
     text = ('[service.a]\ncommand = "/bin/true"\n\n[service."b c"]\n# b\n\ncommand = "/bin/true"\n'
             'nice = 99\n')

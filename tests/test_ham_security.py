@@ -196,6 +196,9 @@ def answer(sock, body: bytes, msg_id=1):
     (b'action {"path": "e/c/a", "kind": "restart", "params": []}', errno.ENOENT),
     (b"status " + b"[" * 60000, errno.EINVAL),  # JSON nested past the recursion limit
     (b'heartbeat \xff', errno.EINVAL),
+    # found by the fuzzer: each was an internal error (EIO) before
+    (b'entity {"name": "\\ud800"}', errno.EINVAL),
+    (b'attach_self {"name": "x", "hp": 1' + b"0" * 400 + b'}', errno.EINVAL),
 ])
 def test_malformed_requests_get_errors(raw, body, err):
     kind, status, _ = answer(raw, body)
@@ -275,3 +278,286 @@ for n in range({MAX_ENTITIES_PER_UID} + 1):
     ham_entity("roots", 0, 0)  # root is not held to the user's quota
     assert "roots" in {e["name"] for e in ham_status()["entities"]}
     assert "refusing a connection" in open_ham.read_log()
+
+
+# ---- a hostile local user: every request, forged beats/states/pulses, floods (issue 9) ----------
+
+RAW = """
+import errno, json, os, socket, sys
+sys.path.insert(0, os.environ["PYTHONPATH"])
+from hamtools.core import wire, hamproto
+
+def ask(path, op, args, msg_id=1):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        s.connect(os.environ["HAM_RUNTIME_DIR"] + "/" + path)
+    except OSError as err:
+        return errno.errorcode[err.errno]
+    with s:
+        s.settimeout(10)
+        s.send(wire.encode(wire.SEND, msg_id, hamproto.encode_request(op, args)))
+        frame = wire.decode_datagram(s.recv(wire.MAX_FRAME))
+        while frame.kind == wire.MORE:
+            frame = wire.decode_datagram(s.recv(wire.MAX_FRAME))
+        status, _ = wire.decode_status(frame)
+        return "ok" if status == 0 else errno.errorcode[-status]
+"""
+
+# Every request ham serves, aimed at root's entity by a user who owns nothing, on the client
+# socket: refused unless it only reads, registers a notification of the user's own, or is the
+# user's own self-attachment.
+FOREIGN_REQUESTS = [
+    ("attach", {"name": "evil", "line": "/bin/true"}, "EPERM"),
+    ("attach", {"name": "pid1", "pid": 1}, "EPERM"),
+    ("attach_self", {"name": "rootsvc"}, "EEXIST"),
+    ("entity", {"name": "rootsvc"}, "EEXIST"),
+    ("detach", {"name": "rootsvc"}, "EPERM"),
+    ("detach_self", {"name": "rootsvc"}, "EINVAL"),
+    ("condition", {"path": "rootsvc/mine", "type": 1}, "ok"),  # a condition to hang its notifications on
+    ("action", {"path": "rootsvc/death/r", "kind": "restart", "params": {"line": "/bin/sh"}}, "EPERM"),
+    ("action", {"path": "rootsvc/death/x", "kind": "execute", "params": {"line": "/bin/sh"}}, "EPERM"),
+    ("action", {"path": "rootsvc/death/w", "kind": "waitfor", "params": {"delay": 10}}, "EPERM"),
+    ("action", {"path": "rootsvc/death/k", "kind": "notify_signal",
+                "params": {"pid": 1, "signum": 9, "value": 0}}, "EPERM"),
+    ("action", {"path": "rootsvc/death/p", "kind": "notify_pulse",
+                "params": {"pid": 1, "chid": 1, "code": 1, "value": 0}}, "EPERM"),
+    ("action", {"path": "rootsvc/death/h", "kind": "heartbeat_healthy", "params": {}}, "EPERM"),
+    ("fail", {"path": "rootsvc/death/log/f", "kind": "execute", "params": {"line": "/bin/sh"}}, "EPERM"),
+    ("remove", {"path": "rootsvc/death"}, "EPERM"),
+    ("remove", {"path": "rootsvc/death/log"}, "EPERM"),
+    ("remove", {"path": "rootsvc"}, "EPERM"),
+    ("control", {"path": "rootsvc", "command": 2, "flags": 0}, "EPERM"),  # HDISABLE
+    ("control", {"path": "rootsvc/death", "command": 3, "flags": 1}, "EPERM"),  # HADDFLAGS
+    ("control", {"path": "rootsvc", "command": 6, "flags": 0}, "ok"),  # HGETFLAGS: a read
+    ("handle", {"path": "rootsvc/death"}, "ok"),
+    ("run", {"name": "rootsvc", "command": "stop"}, "EPERM"),
+    ("run", {"name": "rootsvc", "command": "restart"}, "EPERM"),
+    ("service_set", {"name": "rootsvc", "settings": {"restart": "never"}}, "EPERM"),
+    ("group_set", {"name": "g", "settings": {"strategy": "one_for_all"}}, "EPERM"),
+    ("reload", {}, "EPERM"),
+    ("state", {"name": "rootsvc", "state": 3}, "EPERM"),
+    ("raise", {"name": "rootsvc", "rtype": 1, "rclass": 1, "rseverity": 1}, "EPERM"),
+    ("heartbeat", {"name": "rootsvc"}, "EPERM"),
+    ("status", {}, "ok"),
+    ("verbose", {"op": 3, "value": 9}, "EPERM"),  # VERBOSE_SET
+    ("verbose", {"op": 4, "value": 0}, "ok"),  # VERBOSE_GET
+    ("stop", {}, "EPERM"),
+    ("reexec", {"zipapp": "/tmp"}, "EPERM"),
+]
+
+
+def root_service(name="rootsvc"):
+    """Root's entity, with a death condition holding a log action."""
+    from hamtools.ham import (CONDDEATH, ND_LOCAL_NODE, ham_action_log, ham_attach, ham_condition,
+                              ham_status)
+
+    ehdl = ham_attach(name, ND_LOCAL_NODE, -1, "/bin/sleep 600", 0)
+    death = ham_condition(ehdl, CONDDEATH, "death", 0)
+    ham_action_log(death, "log", "rootsvc died", 0, 0, 0)
+    return next(e for e in ham_status()["entities"] if e["name"] == name)
+
+
+def test_every_request_is_covered_by_the_hostile_table():
+    from hamtools.hamd.ops import Requests
+
+    ops = {name[3:] for name in dir(Requests) if name.startswith("op_")}
+    assert ops == {op for op, _, _ in FOREIGN_REQUESTS}
+
+
+@pytest.mark.parametrize("open_ham", [False, True], indirect=True, ids=["control-closed", "control-group"])
+def test_a_hostile_user_tries_every_request_on_both_sockets(open_ham, second_user):
+    import json
+
+    from hamtools.hamd.hlog import LIMITED_LINES
+
+    root_service()
+    done = as_user(open_ham, second_user, RAW + f"""
+table = json.loads({json.dumps([[op, args] for op, args, _ in FOREIGN_REQUESTS])!r})
+print(json.dumps({{sock: [ask(sock, op, args) for op, args in table] for sock in ("client", "control")}}))
+""")
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout)
+    assert got["client"] == [want for _, _, want in FOREIGN_REQUESTS]
+    if "--group" in open_ham.extra_args:  # ham's group: it may administer (what it starts runs as itself)
+        assert "EPERM" not in got["control"] and got["control"][0] == "ok"
+    else:  # the control socket is 0660 root:root: no way in
+        assert set(got["control"]) == {"EACCES"}
+    open_ham.stop()  # closing the log writes the count of refusals left out
+    log = open_ham.read_log()
+    assert f"(uid {second_user.pw_uid}) on the client socket: not permitted: attach by command" in log
+    refused = sum(want == "EPERM" for _, _, want in FOREIGN_REQUESTS)
+    if "--group" not in open_ham.extra_args:
+        assert f"{refused - LIMITED_LINES} more refused requests of uid {second_user.pw_uid} not logged" in log
+
+
+def test_refusals_are_logged_but_a_flood_of_them_is_bounded(open_ham, second_user):
+    from hamtools.hamd.hlog import LIMITED_LINES
+
+    root_service()
+    done = as_user(open_ham, second_user, RAW + """
+import time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+s.connect(os.environ["HAM_RUNTIME_DIR"] + "/client")
+for n in range(3000):  # refused beats, states and garbage, interleaved (which defeats a repeat count)
+    s.send(wire.encode(wire.SEND, n, hamproto.encode_request("heartbeat", {"name": "rootsvc"})))
+    s.send(wire.encode(wire.SEND, n, hamproto.encode_request("state", {"name": "rootsvc", "state": n})))
+    s.send(b"garbage %d" % n)
+    for _ in range(3):
+        s.recv(wire.MAX_FRAME)
+print("sent")
+""", timeout=60)
+    assert done.stdout.strip() == "sent", done.stderr
+    from hamtools.ham import ham_status
+
+    assert ham_status()["ham_pid"] == open_ham.proc.pid
+    open_ham.stop()  # closing the log writes the counts
+    lines = [line for line in open_ham.read_log().splitlines() if f"uid {second_user.pw_uid}" in line]
+    refused = [line for line in lines if "refused heartbeat" in line or "refused state" in line]
+    malformed = [line for line in lines if "malformed message from" in line]
+    assert 1 <= len(refused) <= LIMITED_LINES and 1 <= len(malformed) <= LIMITED_LINES
+    counts = [line for line in lines if "not logged" in line]
+    assert len(counts) == 2 and len(lines) < 20
+    assert f"{6000 - len(refused)} more refused requests of uid {second_user.pw_uid}" in "\n".join(counts)
+
+
+def test_forged_beats_states_and_notifications_for_anothers_entity(open_ham, second_user):
+    """A second user beats for root's entity by a pulse on its own connection, by sd_notify
+    (WATCHDOG=1, STATUS=, READY=1, MAINPID=), and by naming the entity's pid in its
+    credentials: nothing reaches root's entity, and each refusal is logged."""
+    root = root_service()
+    from hamtools.ham import ham_attach_self, ham_detach_self
+
+    worker = ham_attach_self("rootworker", 10**9, 50, 60, 0)
+    try:
+        done = as_user(open_ham, second_user, RAW + f"""
+import struct
+from hamtools.core import sdnotify
+s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+s.connect(os.environ["HAM_RUNTIME_DIR"] + "/client")
+for _ in range(100):
+    s.send(wire.encode_pulse(wire.Pulse(code=hamproto.HBEAT_CODE, value=0)))
+print("status", ask("client", "status", {{}}))
+n = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+n.connect(os.environ["HAM_RUNTIME_DIR"] + "/notify")
+n.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+for text in ("WATCHDOG=1", "STATUS=forged", "READY=1", "MAINPID=1", "WATCHDOG=trigger"):
+    n.send(text.encode())
+try:  # the kernel checks credentials: only root may name another pid
+    n.sendmsg([b"WATCHDOG=trigger"], [(socket.SOL_SOCKET, socket.SCM_CREDENTIALS,
+                                      struct.pack("3i", {root['pid']}, os.getuid(), os.getgid()))])
+    print("creds", "sent")
+except PermissionError:
+    print("creds", "EPERM")
+""")
+        assert results(done) == {"status": "ok", "creds": "EPERM"}
+        from hamtools.ham import ham_status
+
+        wait_for(lambda: "refused: no entity of its own" in open_ham.read_log(), what="the refusal logged")
+        entities = {e["name"]: e for e in ham_status()["entities"]}
+        assert entities["rootsvc"]["notify"] is None and entities["rootsvc"]["pid"] == root["pid"]
+        assert entities["rootworker"]["beats"] == 0 and entities["rootworker"]["heartbeat_state"] == "healthy"
+        assert f"uid {second_user.pw_uid}): a pulse" not in open_ham.read_log()  # beats are pulses: no noise
+    finally:
+        ham_detach_self(worker, 0)
+
+
+def test_forged_pulses_to_anothers_channel_carry_the_forgers_uid(open_ham, second_user):
+    """A channel's abstract name has no permissions: anyone may connect and pulse. The
+    receiver sees who did (SO_PEERCRED), and `pulsedemo listen` ignores what is not ham's."""
+    import sys
+
+    from hamtools.applets.pulsedemo import PCODEINETDDETACH
+    from hamtools.ham import (CONDDEATH, ND_LOCAL_NODE, ham_attach, ham_condition, ham_detach_name)
+
+    for name, cond in (("inetd", "death"), ("Fs-nfs2", "Death")):
+        ham_condition(ham_attach(name, ND_LOCAL_NODE, -1, "/bin/sleep 600", 0), CONDDEATH, cond, 0)
+    listener = subprocess.Popen([sys.executable, "-m", "hamtools", "pulsedemo", "listen"], cwd=ROOT,
+                                env=open_ham.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        words = listener.stdout.readline().split()
+        assert words[0] == "Listening:", words
+        pid, chid = int(words[2].rstrip(",")), int(words[4])
+        done = as_user(open_ham, second_user, f"""
+from hamtools.neutrino import ConnectAttach, MsgSendPulse
+coid = ConnectAttach(0, {pid}, {chid}, 0, 0)
+MsgSendPulse(coid, -1, {PCODEINETDDETACH}, 13)  # "inetd detached, so quitting"
+print("sent")
+""")
+        assert done.stdout.strip() == "sent", done.stderr
+        ignored = listener.stderr.readline().strip()
+        assert ignored.startswith(f"pulsedemo: listen: ignored pulse code {PCODEINETDDETACH} from pid ")
+        assert ignored.endswith(f"(uid {second_user.pw_uid}): not ham")
+        ham_detach_name(ND_LOCAL_NODE, "inetd", 0)  # ham's own detach pulse: that one counts
+        assert listener.stdout.readline().strip() == "Inetd detached, so quitting"
+        assert listener.wait(10) == 0
+    finally:
+        listener.kill()
+        listener.communicate()
+
+
+def test_a_hostile_user_sending_oversized_frames_and_stalling_is_survived(open_ham, second_user):
+    done = as_user(open_ham, second_user, RAW + """
+s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+s.connect(os.environ["HAM_RUNTIME_DIR"] + "/client")
+s.settimeout(10)
+s.send(wire.HEADER.pack(wire.MAGIC, 1, wire.SEND, 5, 0) + b"x" * (wire.MAX_FRAME + 4096))
+frame = wire.decode_datagram(s.recv(100))
+print("oversized", errno.errorcode[wire.decode_status(frame)[0]])
+s.send(wire.HEADER.pack(wire.MAGIC, 1, wire.SEND, 6, 2**31))  # a header promising 2 GiB
+frame = wire.decode_datagram(s.recv(100))
+print("promise", errno.errorcode[wire.decode_status(frame)[0]])
+stall = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+stall.connect(os.environ["HAM_RUNTIME_DIR"] + "/client")
+stall.setblocking(False)
+request = wire.encode(wire.SEND, 1, hamproto.encode_request("status"))
+import select, time
+deadline = time.monotonic() + 30
+try:
+    while time.monotonic() < deadline:  # asks and asks, never reads an answer
+        try:
+            stall.send(request)
+        except BlockingIOError:
+            select.select([], [stall], [], 0.05)
+    print("dropped", "no")
+except (BrokenPipeError, ConnectionResetError):
+    print("dropped", "yes")
+idle = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)  # connects and says nothing
+idle.connect(os.environ["HAM_RUNTIME_DIR"] + "/client")
+print("after", ask("client", "status", {}))
+""", timeout=60)
+    assert results(done) == {"oversized": "EMSGSIZE", "promise": "EMSGSIZE", "dropped": "yes", "after": "ok"}
+    from hamtools.ham import ham_status
+
+    assert ham_status()["ham_pid"] == open_ham.proc.pid
+    log = open_ham.read_log()
+    assert f"(uid {second_user.pw_uid}): bad frame: datagram over the size limit" in log
+    assert f"(uid {second_user.pw_uid}) does not read its answers: dropping it" in log
+
+
+def test_a_hostile_user_cannot_fill_the_room_of_anothers_entity(open_ham, second_user):
+    """Notifications on root's entity are the user's right (QNX's client adds conditions to
+    inetd), but 64 of them would leave root no room: a user who owns nothing there gets a
+    quarter of each room (conditions, actions of a condition, fail items of an action)."""
+    from hamtools.hamd.model import FOREIGN_ROOM
+
+    root_service()
+    done = as_user(open_ham, second_user, RAW + """
+def fill(make):
+    for n in range(100):
+        got = make(n)
+        if got != "ok":
+            return f"{n} {got}"
+print("conditions", fill(lambda n: ask("client", "condition", {"path": f"rootsvc/c{n}", "type": 1})))
+print("actions", fill(lambda n: ask("client", "action", {"path": f"rootsvc/death/a{n}", "kind": "log",
+                                                          "params": {"message": "x"}})))
+print("fails", fill(lambda n: ask("client", "fail", {"path": f"rootsvc/death/log/f{n}", "kind": "log",
+                                                      "params": {"message": "x"}})))
+""", timeout=60)
+    assert results(done) == {"conditions": f"{FOREIGN_ROOM['condition']} ENOMEM",
+                             "actions": f"{FOREIGN_ROOM['action']} ENOMEM",
+                             "fails": f"{FOREIGN_ROOM['action-fail']} ENOMEM"}
+    from hamtools.ham import (CONDDEATH, ham_action_log, ham_condition, ham_condition_handle,
+                              ham_entity_handle)
+
+    ham_condition(ham_entity_handle(0, "rootsvc", 0), CONDDEATH, "roots", 0)  # root still has room
+    ham_action_log(ham_condition_handle(0, "rootsvc", "death", 0), "rootlog", "x", 0, 0, 0)

@@ -1,7 +1,7 @@
 """ham's activity log: one line per message, repeats counted, timestamps as QNX's -t says."""
 
 from hamtools.core.clock import FakeClock
-from hamtools.hamd.hlog import REPEAT_WINDOW, HamLog
+from hamtools.hamd.hlog import LIMITED_KEYS, LIMITED_LINES, REPEAT_WINDOW, HamLog
 
 
 def lines(path) -> list[str]:
@@ -36,3 +36,36 @@ def test_relative_stamps_count_from_the_start(tmp_path):
     log(0, "later")
     log.close()
     assert lines(tmp_path / "log") == ["2.500000000s: Ham: later"]
+
+
+def test_limited_lines_are_bounded_per_key_and_counted(tmp_path):
+    """What others can make ham say in ever different words: LIMITED_LINES per key per window,
+    then one line counting the rest, also when the kinds alternate (which defeats the repeat
+    count)."""
+    clock = FakeClock()
+    log = HamLog(clock, path=str(tmp_path / "log"), stamps="none")
+    for n in range(1000):
+        log.limited(1, "refused requests of uid 7", f"refused heartbeat from pid {n}")
+        log.limited(1, "malformed messages of uid 7", f"bad frame {n}")
+    log.limited(2, "refused requests of uid 7", "too verbose")  # above verbosity 1: dropped
+    clock.advance(REPEAT_WINDOW)
+    log.limited(1, "refused requests of uid 7", "refused heartbeat from pid 1000")
+    log.close()
+    assert lines(tmp_path / "log") == (
+        [line for n in range(LIMITED_LINES)
+         for line in (f"Ham: refused heartbeat from pid {n}", f"Ham: bad frame {n}")]
+        + [f"Ham: {1000 - LIMITED_LINES} more refused requests of uid 7 not logged "
+           f"(at most {LIMITED_LINES} in {REPEAT_WINDOW:g} s)",
+           "Ham: refused heartbeat from pid 1000",
+           f"Ham: {1000 - LIMITED_LINES} more malformed messages of uid 7 not logged "
+           f"(at most {LIMITED_LINES} in {REPEAT_WINDOW:g} s)"])
+
+
+def test_limited_keys_are_bounded(tmp_path):
+    clock = FakeClock()
+    log = HamLog(clock, path=str(tmp_path / "log"), stamps="none")
+    for uid in range(LIMITED_KEYS * 4):
+        log.limited(1, f"refused requests of uid {uid}", f"refused pid {uid}")
+    assert len(log._limits) <= LIMITED_KEYS
+    log.close()
+    assert len(lines(tmp_path / "log")) == LIMITED_KEYS * 4

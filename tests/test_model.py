@@ -7,6 +7,7 @@ import pytest
 from hamtools.core import hamconsts as q
 from hamtools.hamd.model import (
     MAX_ACTIONS, MAX_CONDITIONS, MAX_FAILS, Action, Condition, Entity, FailAction, HamError, Model,
+    check_params,
 )
 
 
@@ -113,3 +114,18 @@ def test_the_serialised_tree_round_trips():
     refused_schema = model.to_dict() | {"schema": 99}
     with pytest.raises(ValueError):
         Model.from_dict(refused_schema)
+
+
+@pytest.mark.parametrize("kind,params", [
+    # Found by the fuzzer: JSON integers have no bound and NaN/Infinity parse; an OverflowError
+    # in a timer or syscall later (or NaN in the timer heap) would be ham's, not the caller's.
+    ("waitfor", {"delay": 10**400}),
+    ("execute", {"line": "/bin/true", "timeout": float("nan")}),
+    ("execute", {"line": "/bin/true", "timeout": float("inf")}),
+    ("notify_signal", {"pid": 2**63, "signum": 9, "code": 0, "value": 0}),
+    ("log", {"message": "x", "verbosity": -2**64, "prefix": 0}),
+])
+def test_action_numbers_are_bounded_and_finite(kind, params):
+    with pytest.raises(HamError) as raised:
+        check_params(kind, params)
+    assert raised.value.errno == errno.EINVAL

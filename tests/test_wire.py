@@ -149,3 +149,16 @@ def test_random_garbage_only_ever_raises_protocol_error():
 def test_frame_equality_and_repr():
     assert Frame(wire.SEND, 1, b"a") == Frame(wire.SEND, 1, b"a") != Frame(wire.SEND, 2, b"a")
     assert repr(Frame(wire.PULSE, 0)) == "Frame(PULSE, 0, b'')"
+
+
+@pytest.mark.parametrize("kind", [wire.SEND, wire.PULSE, wire.UNBLOCK, wire.MORE])
+def test_only_reply_and_error_frames_are_answers(kind):
+    """Found by the fuzzer: a SEND frame with a short body as "the answer" was a struct.error
+    in libham and in heartbeat's one-shot, not the ProtocolError they report."""
+    body = wire.Pulse(code=1, value=0).pack() if kind == wire.PULSE else b""
+    frame = wire.decode_datagram(wire.encode(kind, 1, body))
+    with pytest.raises(ProtocolError):
+        wire.decode_status(frame)
+    if kind != wire.MORE:  # a leading part of a long answer, for LongReply
+        with pytest.raises(ProtocolError):
+            wire.LongReply(1, 100).feed(frame)

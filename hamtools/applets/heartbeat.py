@@ -136,9 +136,9 @@ def _ask(sock, body: bytes) -> int:
         raise _Away("ham closed the connection without answering")
     try:
         frame = wire.decode_datagram(data)
+        status, _ = wire.decode_status(frame)
     except wire.ProtocolError as bad:
         raise AppletError(f"unreadable answer from ham: {bad}") from None
-    status, _ = wire.decode_status(frame)
     if frame.kind == wire.ERROR:
         return status
     return -status if status < 0 else 0  # ham's failures: REPLY -errno

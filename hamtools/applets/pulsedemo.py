@@ -7,6 +7,7 @@ import errno
 import os
 import random
 import signal
+import sys
 import threading
 import time
 
@@ -250,7 +251,9 @@ def listen(
     delay: int = cli.typer.Option(6532, min=1, metavar="MS", help="the waitfor between the two restart pulses"),
 ):
     """The seed 002 client: HAM notify pulses on inetd's death, detach and restart (immediate and
-    delayed), and a SIGRTMIN+1 with value 18 on Fs-nfs2's death, printed as they arrive."""
+    delayed), and a SIGRTMIN+1 with value 18 on Fs-nfs2's death, printed as they arrive.
+    Pulses from anyone but ham (root or ham's uid) are ignored and said so on stderr: a
+    channel's abstract name has no permissions, so any local user can send to it."""
     from hamtools import ham as h
     from hamtools.core.sigvalue import SignalReceiver
 
@@ -276,6 +279,7 @@ def listen(
         h.ham_action_notify_pulse(chdl, "notifyrestart_imm", ND_LOCAL_NODE, pid, chid, PCODEINETDRESTART1, value, rearm)
         h.ham_action_waitfor(chdl, "delay", None, delay, rearm)
         h.ham_action_notify_pulse(chdl, "notifyrestart_delayed", ND_LOCAL_NODE, pid, chid, PCODEINETDRESTART2, value, rearm)
+        trusted = {0, os.stat(f"/proc/{h.ham_status()['ham_pid']}").st_uid}
     except OSError as err:
         raise AppletError(f"registering with ham: {err.strerror}", 3 if err.errno in (errno.EBADF, errno.ENOENT) else 1) from None
     say(f"Listening: pid {pid}, chid {chid}")
@@ -290,6 +294,10 @@ def listen(
     threading.Thread(target=signals, daemon=True).start()
     while True:
         pulse = MsgReceivePulse(chid)
+        if pulse.uid not in trusted:
+            print(f"pulsedemo: listen: ignored pulse code {pulse.code} from pid {pulse.pid} "
+                  f"(uid {pulse.uid}): not ham", file=sys.stderr, flush=True)
+            continue
         say(LISTEN_MESSAGES.get(pulse.code, f"Pulse code {pulse.code}, value {pulse.value}"))
         if pulse.code == PCODEINETDDETACH:
             break

@@ -44,7 +44,26 @@ def decode_request(body: bytes) -> tuple[str, dict]:
         raise BadRequest("arguments are not JSON") from None
     if not isinstance(args, dict):
         raise BadRequest("arguments are not a JSON object")
+    try:
+        if b"\\u" in rest and _holds_lone_surrogate(args):  # "\ud800" is JSON, but not text
+            raise BadRequest("arguments hold a lone surrogate (\\ud800-\\udfff), not Unicode text")
+    except RecursionError:
+        raise BadRequest("arguments are nested too deep") from None
     return op_text, args
+
+
+def _holds_lone_surrogate(value) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode()
+            return False
+        except UnicodeEncodeError:
+            return True
+    if isinstance(value, dict):
+        return any(_holds_lone_surrogate(k) or _holds_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_lone_surrogate(v) for v in value)
+    return False
 
 
 def encode_answer(data=None) -> tuple[int, bytes]:
@@ -56,8 +75,12 @@ def encode_failure(err: int, reason: str) -> tuple[int, bytes]:
 
 
 def decode_answer(status: int, body: bytes):
-    """The answer's data, or raise OSError(errno, reason)."""
+    """The answer's data, or raise OSError(errno, reason); an answer that is not JSON is
+    OSError(EBADMSG)."""
     if status < 0:
         err = -status
         raise OSError(err, body.decode(errors="replace") or errno.errorcode.get(err, str(err)))
-    return cjson.loads(body) if body else None
+    try:
+        return cjson.loads(body) if body else None
+    except (ValueError, RecursionError):
+        raise OSError(errno.EBADMSG, "ham's answer is not JSON") from None

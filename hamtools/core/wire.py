@@ -127,7 +127,8 @@ def encode_long_reply(msg_id: int, status: int, data: bytes) -> list[bytes]:
 
 class LongReply:
     """Reassembles what encode_long_reply cut: feed() each frame of msg_id; it returns the
-    final REPLY or ERROR frame (with the whole body) or None while MORE is coming."""
+    final REPLY or ERROR frame (with the whole body) or None while MORE is coming; any other
+    kind of frame is a ProtocolError (no answer is made of it)."""
 
     def __init__(self, msg_id: int, limit: int):
         self.msg_id = msg_id
@@ -142,6 +143,8 @@ class LongReply:
                 raise ProtocolError(f"reply over {self.limit} bytes", errno.EMSGSIZE, frame.msg_id)
             self._parts.append(frame.body)
             return None
+        if frame.kind not in (REPLY, ERROR):
+            raise ProtocolError(f"a {KIND_NAMES[frame.kind]} frame in an answer", msg_id=frame.msg_id)
         if frame.kind == REPLY and self._parts:
             status = frame.body[:STATUS.size]
             return Frame(REPLY, frame.msg_id, status + b"".join(self._parts) + frame.body[STATUS.size:])
@@ -157,7 +160,10 @@ def encode_pulse(pulse: Pulse) -> bytes:
 
 
 def decode_status(frame: Frame) -> tuple[int, bytes]:
-    """(status, data) of a REPLY frame, or (errno, b"") of an ERROR frame."""
+    """(status, data) of a REPLY frame, or (errno, b"") of an ERROR frame; any other frame
+    is no answer: ProtocolError."""
+    if frame.kind not in (REPLY, ERROR):
+        raise ProtocolError(f"a {KIND_NAMES[frame.kind]} frame is no answer", msg_id=frame.msg_id)
     return STATUS.unpack_from(frame.body)[0], frame.body[STATUS.size:]
 
 

@@ -8,6 +8,7 @@ Every refusal is a HamError carrying the errno QNX documents.
 """
 
 import errno
+import math
 
 from hamtools.core import hamconsts as q
 
@@ -23,6 +24,9 @@ RUN_STATES = ("running", "starting", "backoff", "stopped", "dead", "failed")
 # Room in the tree (QNX answers ENOMEM when it has none): generous for any real system,
 # bounded so no client can grow ham's memory and state file without limit.
 MAX_CONDITIONS, MAX_ACTIONS, MAX_FAILS = 64, 64, 16
+# What one unprivileged user may add where it owns nothing (its notifications on another's
+# entity): a quarter of each room, so a hostile user cannot fill the owner's.
+FOREIGN_ROOM = {"condition": MAX_CONDITIONS // 4, "action": MAX_ACTIONS // 4, "action-fail": MAX_FAILS // 4}
 CONDITION_FLAGS = (q.HREARMAFTERRESTART | q.HCONDINDEPENDENT | q.HCONDNOWAIT | q.HCONDOTHER
                    | q.HCONDKEEPONEMPTY | q.HCONDSTATEMASK)
 ACTION_FLAGS = q.HREARMAFTERRESTART | q.HACTIONDONOW | q.HACTIONBREAKONFAIL | q.HACTIONKEEPONFAIL
@@ -115,6 +119,7 @@ class Condition(Record):
         ("fired", 0),
         ("config", None),  # made by a configuration file: its normalised entry (a reload
         #                    compares with it); None: made through the API
+        ("uid", 0),  # whoever added it (what others add to an entity is held to FOREIGN_ROOM)
     )
     __slots__ = tuple(name for name, _ in FIELDS)
 
@@ -140,7 +145,7 @@ class Condition(Record):
 
     def to_dict(self) -> dict:
         data = {"name": self.name, "type": self.type, "flags": self.flags, "enabled": self.enabled,
-                "params": self.params, "fired": self.fired,
+                "params": self.params, "fired": self.fired, "uid": self.uid,
                 "actions": [a.to_dict() for a in self.actions.values()]}
         if self.config is not None:
             data["config"] = self.config
@@ -151,7 +156,7 @@ class Condition(Record):
         actions = {a["name"]: Action.from_dict(a) for a in data.get("actions", [])}
         return cls(data["name"], int(data["type"]), int(data["flags"]), bool(data["enabled"]),
                    dict(data.get("params", {})), actions, int(data.get("fired", 0)),
-                   data.get("config"))
+                   data.get("config"), int(data.get("uid", 0)))
 
 
 def _state_matches(spec: int, value: int, flags: int, set_flag: int, inv_flag: int) -> bool:
@@ -417,36 +422,54 @@ def _set_enabled(item, enabled: bool, recurse: bool) -> None:
             _set_enabled(child, enabled, True)
 
 
+def is_int64(value) -> bool:
+    """JSON's integers have no bound; the kernel's and the clock's do (an OverflowError deep
+    inside a timer or a syscall would be ham's bug, not the caller's)."""
+    return isinstance(value, int) and not isinstance(value, bool) and -2**63 <= value < 2**63
+
+
 def check_params(kind: str, params: dict) -> None:
     """Validate an action's parameters (what the API and the sockets both accept)."""
-    def need(key, typ):
+    def text(key):
         value = params.get(key)
-        if not isinstance(value, typ) or isinstance(value, bool):
-            raise HamError(errno.EINVAL, f"{kind}: {key} must be {typ.__name__}")
+        if not isinstance(value, str):
+            raise HamError(errno.EINVAL, f"{kind}: {key} must be str")
         return value
 
+    def whole(key):
+        value = params.get(key)
+        if not is_int64(value):
+            raise HamError(errno.EINVAL, f"{kind}: {key} must be a 64-bit int")
+        return value
+
+    def number(key):  # a finite one: NaN or infinity would corrupt the timer heap
+        value = params.get(key)
+        if isinstance(value, float) and math.isfinite(value):
+            return value
+        return whole(key)
+
     if kind in ("restart", "execute"):
-        line = need("line", str)
+        line = text("line")
         if not line.strip() or len(line.encode()) >= q._POSIX_PATH_MAX * 16:
             raise HamError(errno.EINVAL, f"{kind}: bad command line")
-        if kind == "execute" and need("timeout", (int, float)) <= 0:
+        if kind == "execute" and number("timeout") <= 0:
             raise HamError(errno.EINVAL, "execute: timeout must be positive")
     elif kind == "waitfor":
-        if need("delay", int) <= 0:
+        if whole("delay") <= 0:
             raise HamError(errno.EINVAL, "waitfor: delay must be > 0 ms")
         if params.get("path") is not None:
-            need("path", str)
+            text("path")
     elif kind == "notify_pulse":
         for key in ("pid", "chid", "code", "value"):
-            need(key, int)
+            whole(key)
         if not -128 <= params["code"] <= 127:
             raise HamError(errno.EINVAL, "notify_pulse: code must fit in an int8")
     elif kind == "notify_signal":
         for key in ("pid", "signum", "code", "value"):
-            need(key, int)
+            whole(key)
         if not 1 <= params["signum"] <= 64:
             raise HamError(errno.EINVAL, f"notify_signal: bad signal {params['signum']}")
     elif kind == "log":
-        need("message", str)
-        need("verbosity", int)
-        need("prefix", int)
+        text("message")
+        whole("verbosity")
+        whole("prefix")

@@ -18,9 +18,9 @@ execs the program, since posix_spawn cannot know the pid beforehand). What a dat
                      systemd does (Debian's systemd-notify waits until then)
 
 Who may say it: the kernel's credentials (SO_PASSCRED) must name the entity's process or one
-of its descendants, as the entity's uid or root; anything else is dropped and logged (ham's
-log counts a repeated line instead of writing it again). Truncated datagrams and datagrams
-without credentials are dropped.
+of its descendants, as the entity's uid or root; anything else is dropped and logged (a few
+lines per sender's uid and kind per window: HamLog.limited). Truncated datagrams and datagrams
+without credentials are dropped and logged the same way.
 """
 
 import _socket
@@ -29,7 +29,7 @@ import struct
 
 from hamtools.core import proc, sdnotify
 
-BURST = 64  # datagrams per wakeup
+BURST = 16  # datagrams per wakeup: the socket is everyone's, so a flood of strangers' waits its turn
 _FDS_SPACE = _socket.CMSG_SPACE(sdnotify.CREDENTIALS.size) + _socket.CMSG_SPACE(253 * 4)
 MAX_ANCESTRY = 64  # how far up from the sender a notification may look for its entity
 MAX_STATUS = 256
@@ -95,7 +95,9 @@ class NotifySocket:
                 return
             creds = _close_fds_and_find_credentials(ancillary)
             if flags & (_socket.MSG_TRUNC | _socket.MSG_CTRUNC) or creds is None:
-                self.ham.log(2, "notify: dropped a datagram that was truncated or had no credentials")
+                uid = "unknown" if creds is None else creds[1]
+                self.ham.log.limited(1, f"malformed notifications of uid {uid}",
+                                     "notify: dropped a datagram that was truncated or had no credentials")
                 continue
             self.received(data, *creds)
 
@@ -103,11 +105,13 @@ class NotifySocket:
         try:
             fields = sdnotify.parse(data)
         except ValueError as bad:
-            self.ham.log(2, f"notify from pid {pid}: {bad}")
+            self.ham.log.limited(1, f"malformed notifications of uid {uid}",
+                                 f"notify from pid {pid} (uid {uid}): {bad}")
             return
         entity = self.sender_entity(pid, uid)
         if entity is None:
-            self.ham.log(1, f"notify from pid {pid} (uid {uid}) refused: no entity of its own")
+            self.ham.log.limited(1, f"refused notifications of uid {uid}",
+                                 f"notify from pid {pid} (uid {uid}) refused: no entity of its own")
             return
         self.apply(entity, fields, pid, uid)
 
@@ -173,7 +177,8 @@ class NotifySocket:
         ident = proc.ProcessId.of(pid)
         allowed = ident is not None and (uid == 0 or proc.is_descendant(pid, entity.pid))
         if not allowed:
-            self.ham.log(1, f"notify: {entity.name}: MAINPID={pid} refused (not its process)")
+            self.ham.log.limited(1, f"refused notifications of uid {uid}",
+                                 f"notify: {entity.name}: MAINPID={pid} refused (not its process)")
             return
         self.ham.log(1, f"{entity.name}: main pid {entity.pid} -> {pid} (MAINPID)")
         self.ham.follow(entity, pid)

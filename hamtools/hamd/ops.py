@@ -5,8 +5,9 @@ ham's group) anyone else may do anything too, but whatever ham starts for them (
 command, restart, execute) runs as their uid (QNX 8.0's rule). On the client socket (0666) a
 caller that is not privileged may: self-attach and detach itself; beat, publish states and
 raise conditions for its own entities; register notifications (conditions with notify
-pulse/signal and log actions) whose targets are its own processes; add anything to, and
-control or remove items of, entities it owns; read (handles, status).
+pulse/signal and log actions) whose targets are its own processes, on any entity but in at
+most a quarter of each room of one it does not own (model.FOREIGN_ROOM); add anything to,
+and control or remove items of, entities it owns; read (handles, status).
 A heartbeat for an entity comes from root, or from its uid and its own process or a
 descendant of it.
 """
@@ -17,7 +18,7 @@ import os
 from hamtools.core import proc, words
 from hamtools.core import hamconsts as q
 from hamtools.hamd.model import (
-    GLOBAL, Action, Condition, Entity, FailAction, HamError, check_name,
+    FOREIGN_ROOM, GLOBAL, Action, Condition, Entity, FailAction, HamError, check_name, is_int64,
 )
 
 
@@ -26,8 +27,8 @@ MAX_ENTITIES_PER_UID = 256  # for uids other than root and ham's own
 
 def _int(args: dict, key: str, default=None) -> int:
     value = args.get(key, default)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise HamError(errno.EINVAL, f"{key} must be an integer")
+    if not is_int64(value):
+        raise HamError(errno.EINVAL, f"{key} must be a 64-bit integer")
     return value
 
 
@@ -179,6 +180,15 @@ class Requests:
         if owned >= MAX_ENTITIES_PER_UID:
             raise HamError(errno.ENOMEM, f"uid {conn.uid} has {MAX_ENTITIES_PER_UID} entities already")
 
+    def _check_foreign_room(self, conn, entity: Entity, items, what: str) -> None:
+        """A user adding to an entity it does not own may hold a quarter of the room there."""
+        if self._owns(conn, entity):
+            return
+        room = FOREIGN_ROOM[what]
+        if sum(item.uid == conn.uid for item in items) >= room:
+            raise HamError(errno.ENOMEM, f"uid {conn.uid} has {room} {what}s of its own there already "
+                                         f"(a quarter of the room on {entity.name!r})")
+
     def _unclaim(self, entity: Entity) -> None:
         if entity.attach_fires:  # it was a placeholder: it stays one
             entity.kind, entity.attach_fires, entity.argv = "placeholder", False, None
@@ -236,7 +246,8 @@ class Requests:
             params = {k: _int(args, k, 0) for k in ("rtype", "rclass", "rseverity")}
         elif flags & q.HCONDSTATEMASK:
             raise HamError(errno.EINVAL, "state-set flags belong to CONDSTATE conditions")
-        self.model.add_condition(entity, Condition(cname, ctype, flags, params=params))
+        self._check_foreign_room(conn, entity, entity.conditions.values(), "condition")
+        self.model.add_condition(entity, Condition(cname, ctype, flags, params=params, uid=conn.uid))
         self.ham.changed()
         return None
 
@@ -245,6 +256,7 @@ class Requests:
         entity, cond = self.model.entity(ename), self.model.condition(ename, cname)
         kind, flags = _text(args, "kind"), _int(args, "flags", 0)
         params = self._action_params(conn, entity, kind, args.get("params"))
+        self._check_foreign_room(conn, entity, cond.actions.values(), "action")
         action = Action(aname, kind, params, flags, uid=conn.uid, gid=conn.gid)
         self.model.add_action(entity, cond, action)
         if flags & q.HACTIONDONOW and kind != "waitfor":
@@ -258,6 +270,7 @@ class Requests:
         action = self.model.action(ename, cname, aname)
         kind = _text(args, "kind")
         params = self._action_params(conn, entity, kind, args.get("params"))
+        self._check_foreign_room(conn, entity, action.fails.values(), "action-fail")
         self.model.add_fail(action, FailAction(fname, kind, params, conn.uid, conn.gid))
         self.ham.changed()
         return None

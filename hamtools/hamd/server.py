@@ -4,8 +4,10 @@ Each peer is known by SO_PEERCRED from the moment it connects; every datagram is
 (hamtools.core.wire), size-bounded by the kernel (a bigger one arrives truncated and is
 answered EMSGSIZE), decoded and validated before anything acts on it. A malformed request gets
 an error answer and nothing else happens; a peer that stalls (never reads its answers) is
-dropped; the number of peers is bounded. Sockets are _socket's (see core.loop: the socket
-module costs the daemon resident size).
+dropped; the number of peers is bounded. Every refusal (a connection, a request ham does not
+permit, a malformed frame or request, a stalled peer) is logged, a few lines per kind and uid
+per window (HamLog.limited): a local user cannot flood the log. Sockets are _socket's (see
+core.loop: the socket module costs the daemon resident size).
 """
 
 import errno
@@ -22,6 +24,9 @@ from hamtools.hamd.model import HamError
 MAX_PEERS = {"control": 64, "client": 1024}
 MAX_PEERS_PER_UID = 128
 BURST = 64  # datagrams read from one peer per wakeup, so one flooder cannot starve others
+UID_BURST = 64  # ... and from all the peers of one unprivileged uid together: however many
+#                 connections a flooding user opens, ham's answer to anyone else waits for at
+#                 most this much of its work (scripts/bench_flood)
 
 
 MAX_ANSWER = 16 * 1024 * 1024  # the longest answer (a status of thousands of entities)
@@ -46,6 +51,8 @@ class Server:
         self.gid = gid
         self.listeners: list[_socket.socket] = []
         self.conns: dict[int, Conn] = {}
+        self._turn = -1  # the loop's wakeup that _read_by_uid counts for
+        self._read_by_uid: dict[int, int] = {}
 
     def open(self, handover=None) -> None:
         """Bind the two sockets, or take them from the ham before us (hamd.handover): then
@@ -86,7 +93,8 @@ class Server:
             refusal = self._refusal(control, uid)
             if refusal:
                 sock.close()
-                self.ham.log(1, f"refusing a connection from pid {pid} (uid {uid}): {refusal}")
+                self.ham.log.limited(1, f"refused connections of uid {uid}",
+                                     f"refusing a connection from pid {pid} (uid {uid}): {refusal}")
                 continue
             sock.setblocking(False)
             conn = Conn(sock, pid, uid, gid, control)
@@ -102,11 +110,23 @@ class Server:
             return f"uid {uid} has {MAX_PEERS_PER_UID} connections already"
         return None
 
+    def _allowance(self, conn: Conn) -> int:
+        """Datagrams to read from conn in this turn of the loop (the rest wait for the next:
+        the socket stays readable)."""
+        if conn.uid in (0, os.geteuid()):
+            return BURST
+        if self._turn != self.loop.wakeups:
+            self._turn, self._read_by_uid = self.loop.wakeups, {}
+        return min(BURST, UID_BURST - self._read_by_uid.get(conn.uid, 0))
+
     def _readable(self, conn: Conn) -> None:
-        for _ in range(BURST):
+        counted = conn.uid not in (0, os.geteuid())
+        for _ in range(self._allowance(conn)):
             got = read_datagram(conn.sock, wire.MAX_FRAME)
             if got is None:
                 return
+            if counted:
+                self._read_by_uid[conn.uid] = self._read_by_uid.get(conn.uid, 0) + 1
             data, truncated = got
             if not data:
                 self.close(conn)
@@ -114,7 +134,7 @@ class Server:
             try:
                 frame = wire.decode_datagram(data, truncated)
             except wire.ProtocolError as bad:
-                self.ham.log(3, f"bad frame from pid {conn.pid}: {bad}")
+                self._malformed(conn, f"bad frame: {bad}")
                 self._send(conn, wire.encode_error(bad.msg_id, bad.errno))
                 continue
             if frame.kind == wire.SEND:
@@ -122,17 +142,25 @@ class Server:
             elif frame.kind == wire.PULSE:
                 self._pulse(conn, frame)
             else:
+                self._malformed(conn, f"a {wire.KIND_NAMES[frame.kind]} frame")
                 self._send(conn, wire.encode_error(frame.msg_id, errno.EBADMSG))
             if conn.sock.fileno() < 0:
                 return
 
     def _request(self, conn: Conn, frame: wire.Frame) -> None:
+        op = None
         try:
             op, args = protocol.decode_request(frame.body)
             status, body = protocol.encode_answer(self.ham.requests.handle(conn, op, args))
         except protocol.BadRequest as bad:
+            self._malformed(conn, f"bad request: {bad}")
             status, body = protocol.encode_failure(errno.EINVAL, str(bad))
         except HamError as refused:
+            if refused.errno == errno.EPERM:
+                where = "control" if conn.control else "client"
+                self.ham.log.limited(1, f"refused requests of uid {conn.uid}",
+                                     f"refused {op} from pid {conn.pid} (uid {conn.uid}) on the {where} "
+                                     f"socket: {refused.strerror}")
             status, body = protocol.encode_failure(refused.errno, refused.strerror)
         except Exception as bug:  # the daemon survives any message
             self.ham.log(0, f"internal error serving pid {conn.pid}: {type(bug).__name__}: {bug}")
@@ -148,9 +176,15 @@ class Server:
 
     def _pulse(self, conn: Conn, frame: wire.Frame) -> None:
         pulse = wire.Pulse.unpack(frame.body)
-        if pulse.code == protocol.HBEAT_CODE:
-            for entity in conn.self_entities.values():
-                self.ham.engine.beat(entity)
+        if pulse.code != protocol.HBEAT_CODE:
+            self._malformed(conn, f"a pulse with code {pulse.code}")
+            return
+        for entity in conn.self_entities.values():  # a beat on a connection of no entity: a no-op
+            self.ham.engine.beat(entity)
+
+    def _malformed(self, conn: Conn, what: str) -> None:
+        self.ham.log.limited(1, f"malformed messages of uid {conn.uid}",
+                             f"malformed message from pid {conn.pid} (uid {conn.uid}): {what}")
 
     def _send(self, conn: Conn, data: bytes) -> None:
         """Send a frame, or queue it behind those the socket had no room for."""
@@ -159,7 +193,8 @@ class Server:
         if not conn.out and self._try_send(conn, data):
             return
         if conn.queued + len(data) > MAX_QUEUED:
-            self.ham.log(1, f"pid {conn.pid} does not read its answers: dropping it")
+            self.ham.log.limited(1, f"dropped peers of uid {conn.uid}",
+                                 f"pid {conn.pid} (uid {conn.uid}) does not read its answers: dropping it")
             self.close(conn)
             return
         if not conn.out:

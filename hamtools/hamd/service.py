@@ -130,7 +130,7 @@ def _number(value) -> float:
     if isinstance(value, (int, float, str)) and not isinstance(value, bool):
         try:
             number = float(value)
-        except ValueError:
+        except (ValueError, OverflowError):  # OverflowError: an integer past a float's range
             number = math.nan
         if math.isfinite(number):
             return number
@@ -155,6 +155,8 @@ def _seconds(value) -> float:
         raise ValueError(f"bad duration {value!r} (seconds, or 500ms, 2s, 1m, 1h)") from None
     if number < 0:
         raise ValueError(f"must not be negative (got {value!r})")
+    if not math.isfinite(number):  # "1e308h": a timer at infinity never fires
+        raise ValueError(f"bad duration {value!r} (too long)")
     return number
 
 
