@@ -16,7 +16,9 @@ Usage: hamtools APPLET [ARGS...]        run an applet
    or: hamtools --help [APPLET]         this text, or an applet's help
    or: hamtools --version
    or: hamtools --install [-s] DIR      link every applet into DIR (-s: symbolic links)
+   or: hamtools --completion bash|zsh   a shell completion script for hamtools and the links
 """
+COMPLETE = "--hamtools-complete="  # a completion script asking (hamtools.completion)
 
 
 def _is_multicall_name(name: str) -> bool:
@@ -26,6 +28,10 @@ def _is_multicall_name(name: str) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv if argv is None else argv)
+    if argv[1:2] and argv[1].startswith(COMPLETE):
+        from hamtools import completion
+
+        return _guard("hamtools", lambda: completion.answer(argv))
     name = os.path.basename(argv[0] if argv else "hamtools").lstrip("-")
     if not _is_multicall_name(name):
         return run_applet(name, argv[1:])
@@ -47,6 +53,8 @@ def _hamtools_main(args: list[str]) -> int:
         return EXIT_OK
     if option == "--install":
         return _guard("hamtools", lambda: install(args[1:]))
+    if option == "--completion":
+        return _guard("hamtools", lambda: _completion(args[1:]))
     if option.startswith("-"):
         sys.stderr.write(f"hamtools: unknown option: {option}\n{USAGE}")
         return EXIT_USAGE
@@ -124,6 +132,15 @@ def install(args: list[str]) -> int:
     return EXIT_OK
 
 
+def _completion(args: list[str]) -> int:
+    from hamtools import completion
+
+    if len(args) != 1 or args[0] not in completion.SHELLS:
+        raise AppletError("--completion: usage: hamtools --completion bash|zsh", EXIT_USAGE)
+    sys.stdout.write(completion.script(args[0]))
+    return EXIT_OK
+
+
 def _is_zipapp(path: str) -> bool:
     import zipfile
 
@@ -132,6 +149,8 @@ def _is_zipapp(path: str) -> bool:
 
 def target_applet(argv: list[str]) -> registry.Applet | None:
     """The applet that main(argv) would run, or None for hamtools' own options."""
+    if argv[1:2] and argv[1].startswith(COMPLETE):
+        return None
     name = os.path.basename(argv[0] if argv else "hamtools").lstrip("-")
     if not _is_multicall_name(name):
         return registry.find(name)
