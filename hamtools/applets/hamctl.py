@@ -115,7 +115,8 @@ VERBOSE_OPS = {"up": q.VERBOSE_SET_INCR, "down": q.VERBOSE_SET_DECR, "get": q.VE
 
 
 @app.command()
-def verbose(operation: str = cli.typer.Argument(..., metavar="up|down|get|set", autocompletion=lambda: list(VERBOSE_OPS)),
+def verbose(operation: str = cli.typer.Argument(..., metavar="up|down|get|set",
+                                                autocompletion=lambda: list(VERBOSE_OPS)),
             value: int = cli.typer.Argument(0, min=0, help="the level for `set`; the step for up/down")):
     """ham's verbosity: raise, lower, print or set it.
 
@@ -164,9 +165,9 @@ def restart(name: str = cli.typer.Argument(..., metavar="ENTITY", autocompletion
 
 @app.command("set")
 def set_(name: str = cli.typer.Argument(..., metavar="ENTITY", autocompletion=lambda: _paths(1)),
-         settings: list[str] = cli.typer.Argument(..., metavar="KEY=VALUE...",
-                                                  help="TOML service keys, e.g. restart=on-failure max_restarts=10",
-                                                  autocompletion=lambda incomplete: _keys("SERVICE_KEYS", incomplete))):
+         settings: list[str] = cli.typer.Argument(
+             ..., metavar="KEY=VALUE...", help="TOML service keys, e.g. restart=on-failure max_restarts=10",
+             autocompletion=lambda incomplete: _keys("SERVICE_KEYS", incomplete))):
     """Set restart policy and attributes of an entity ham started (the configuration's keys);
     they apply from its next death or start. A reload brings back what a file says.
 
@@ -179,9 +180,9 @@ def set_(name: str = cli.typer.Argument(..., metavar="ENTITY", autocompletion=la
 
 @app.command("set-group")
 def set_group(name: str = cli.typer.Argument(..., metavar="GROUP"),
-              settings: list[str] = cli.typer.Argument(..., metavar="KEY=VALUE...",
-                                                       help="TOML group keys: strategy=one_for_all window=30s",
-                                                       autocompletion=lambda incomplete: _keys("GROUP_KEYS", incomplete))):
+              settings: list[str] = cli.typer.Argument(
+                  ..., metavar="KEY=VALUE...", help="TOML group keys: strategy=one_for_all window=30s",
+                  autocompletion=lambda incomplete: _keys("GROUP_KEYS", incomplete))):
     """Set a service group's policy (the TOML [group.NAME] keys); it applies from the next
     failure of a member. A reload brings back what a file says of a group it mentions.
 
@@ -262,7 +263,8 @@ def detach(name: str = cli.typer.Argument(..., metavar="NAME", autocompletion=la
 
 
 @app.command()
-def condition(entity: str = cli.typer.Argument(..., metavar="ENTITY", autocompletion=lambda: _paths(1)), name: str = cli.typer.Argument(..., metavar="NAME"),
+def condition(entity: str = cli.typer.Argument(..., metavar="ENTITY", autocompletion=lambda: _paths(1)),
+              name: str = cli.typer.Argument(..., metavar="NAME"),
               ctype: str = cli.typer.Argument(..., metavar="TYPE", help="death, abnormaldeath, detach, restart, "
                                               "hbeatmissedlow, hbeatmissedhigh, attach, state, raise, any "
                                               "(QNX names work too)", autocompletion=lambda: list(CONDITION_TYPES)),
@@ -367,7 +369,8 @@ def action(entity: str = cli.typer.Argument(..., metavar="ENTITY", autocompletio
 @app.command(context_settings={"ignore_unknown_options": True})
 def fail(entity: str = cli.typer.Argument(..., metavar="ENTITY", autocompletion=lambda: _paths(1)),
          cond: str = cli.typer.Argument(..., metavar="CONDITION", autocompletion=lambda ctx: _below(ctx, "entity")),
-         act: str = cli.typer.Argument(..., metavar="ACTION", autocompletion=lambda ctx: _below(ctx, "entity", "cond")),
+         act: str = cli.typer.Argument(..., metavar="ACTION",
+                                       autocompletion=lambda ctx: _below(ctx, "entity", "cond")),
          name: str = cli.typer.Argument(..., metavar="NAME"),
          kind: str = cli.typer.Argument(..., metavar="KIND", autocompletion=lambda: list(FAIL_KINDS)),
          args: list[str] = cli.typer.Argument(None, metavar="ARGS...")):
@@ -529,7 +532,8 @@ def _find(data: dict, path: str):
 
 
 @app.command("ls")
-def ls(path: str = cli.typer.Argument("/", metavar="[PATH]", help="entity, entity/condition, or /", autocompletion=lambda: _paths(2))):
+def ls(path: str = cli.typer.Argument("/", metavar="[PATH]", help="entity, entity/condition, or /",
+                                      autocompletion=lambda: _paths(2))):
     """List the /proc/ham tree: entities are directories, conditions subdirectories, actions files.
 
     QNX: ls /proc/ham/PATH."""
@@ -541,7 +545,8 @@ def ls(path: str = cli.typer.Argument("/", metavar="[PATH]", help="entity, entit
 
 
 @app.command()
-def info(path: str = cli.typer.Argument("/", metavar="[PATH]", help="/, entity, entity/condition or entity/condition/action",
+def info(path: str = cli.typer.Argument("/", metavar="[PATH]",
+                                        help="/, entity, entity/condition or entity/condition/action",
                                         autocompletion=lambda: _paths(3))):
     """The .info fields of a /proc/ham node, in QNX's layout.
 
