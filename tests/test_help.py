@@ -32,4 +32,4 @@ def test_ham_help_marks_qnx_options_and_the_rest_as_its_own():
         line = next(line for line in qnx.splitlines() if re.match(rf"\s+{re.escape(option)}\b", line)
                     or f", {option}," in line or f", {option} " in line)
         assert re.search(rf"QNX: ham (-\S+, )*{re.escape(option)}(?![\w-])", line), line
-    assert set(re.findall(r"^\s+(--[a-z-]+)", own, re.M)) == {o for o in ham.OPTIONS if o.startswith("--")} - {"--help"}
+    assert set(re.findall(r"^\s+(--[a-z-]+)", own, re.MULTILINE)) == {o for o in ham.OPTIONS if o.startswith("--")} - {"--help"}

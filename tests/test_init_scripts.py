@@ -32,10 +32,10 @@ def sysv(tmp_path, hamtools_zip):
 
     def script(*args, **more):
         return subprocess.run([str(INIT / "ham.sysv"), *args], env={**env, **more},
-                              capture_output=True, text=True, timeout=60)
+                              check=False, capture_output=True, text=True, timeout=60)
 
     def hamctl(*args):
-        return subprocess.run([str(hamtools_zip), "hamctl", *args], capture_output=True, text=True,
+        return subprocess.run([str(hamtools_zip), "hamctl", *args], check=False, capture_output=True, text=True,
                               env={**env, "HAM_RUNTIME_DIR": str(run_dir)}, timeout=30)
 
     def pids() -> dict:
@@ -147,9 +147,9 @@ def test_the_systemd_unit_verifies_clean(tmp_path, hamtools_zip):
     """The unit as shipped, but for the zipapp's path (verify checks that ExecStart= exists)."""
     unit = tmp_path / "ham.service"
     unit.write_text((INIT / "ham.service").read_text().replace("/usr/bin/hamtools", str(hamtools_zip)))
-    done = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(["systemd-analyze", "verify", str(unit)], check=False, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout + done.stderr == "", done.stdout + done.stderr
     broken = tmp_path / "broken.service"  # verify's warnings do fail this test
     broken.write_text(unit.read_text().replace("KillMode=process", "KillMode=proces"))
-    done = subprocess.run(["systemd-analyze", "verify", str(broken)], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(["systemd-analyze", "verify", str(broken)], check=False, capture_output=True, text=True, timeout=60)
     assert "Failed to parse kill mode" in done.stderr
