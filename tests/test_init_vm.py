@@ -99,6 +99,12 @@ def test_systemd_starts_it_as_a_notify_service_ready_when_started(runs):
     assert f["web cgroup"] == "0::/system.slice/ham.service"
 
 
+def test_systemd_takes_a_new_main_pid_from_another_process_of_the_unit(runs):
+    """After a takeover the new ham says MAINPID= itself: NotifyAccess=all must let it."""
+    moved = facts(runs, "systemd")["takeover"]
+    assert moved["heir"] and moved["heir was"] == ["/bin/sh", "-c"] and moved["back"]
+
+
 def test_systemd_reload_applies_the_files_and_a_bad_file_fails_the_reload(runs):
     f = facts(runs, "systemd")
     assert f["reload"]["rc"] == 0 and set(f["after reload"]) == {"web", "extra"}
