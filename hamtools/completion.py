@@ -131,6 +131,8 @@ def _from_table(options: dict, arguments: tuple, words: list[str], current: str)
 
 
 def _from_click(app, words: list[str], current: str) -> list[tuple[str, str, str]]:
+    """click's own completion resolver (in typer 0.28's vendored click, pinned): the context
+    the words reach, then what completes the current word there."""
     import typer.main
     from typer._click.core import Parameter
     from typer._click.shell_completion import _resolve_context, _resolve_incomplete
