@@ -95,16 +95,22 @@ def test_a_service_ham_gave_up_on_fails_monitor(agent, monkeypatch):
     assert agent("stop").returncode == 0 and entity_status("web") is None
 
 
-def test_without_ham(agent):
+def test_without_ham(agent, monkeypatch):
     probe = agent("monitor", CRM_meta_interval="0")
     assert probe.returncode == OCF_NOT_RUNNING  # no ham ever ran here: nothing can be running
     agent.ham.start()
+    monkeypatch.setenv("HAM_RUNTIME_DIR", agent.ham.dir)
+    from tests.hamfix import entity_status
+
     assert agent("start").returncode == 0
-    subprocess.run([agent.params["hamtools"], "hamctl", "stop"], env={**os.environ, "HAM_RUNTIME_DIR": agent.ham.dir},
-                   check=True, timeout=30)  # ham leaves; its service runs on unwatched
-    unknown = agent("monitor")
-    assert unknown.returncode == OCF_ERR_GENERIC and "ham is not running" in unknown.stderr
-    assert agent("stop").returncode == OCF_ERR_GENERIC  # no one to stop it: Pacemaker fences
+    left = entity_status("web")["pid"]
+    try:
+        subprocess.run([agent.params["hamtools"], "hamctl", "stop"], check=True, timeout=30)
+        unknown = agent("monitor")  # ham left; its service runs on, unwatched
+        assert unknown.returncode == OCF_ERR_GENERIC and "ham is not running" in unknown.stderr
+        assert agent("stop").returncode == OCF_ERR_GENERIC  # no one to stop it: Pacemaker fences
+    finally:
+        kill_leftovers([left])
 
 
 def test_bad_parameters(agent):
