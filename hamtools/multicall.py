@@ -18,7 +18,9 @@ Usage: hamtools APPLET [ARGS...]        run an applet
    or: hamtools --install [-s] DIR      link every applet into DIR (-s: symbolic links)
    or: hamtools --extract DIR           extract what native applets need (psutil) into DIR,
                                         for SHIV_ROOT=DIR on a read-only root
+   or: hamtools --completion bash|zsh   a shell completion script for hamtools and the links
 """
+COMPLETE = "--hamtools-complete="  # a completion script asking (hamtools.completion)
 
 
 def _is_multicall_name(name: str) -> bool:
@@ -28,6 +30,10 @@ def _is_multicall_name(name: str) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv if argv is None else argv)
+    if argv[1:2] and argv[1].startswith(COMPLETE):
+        from hamtools import completion
+
+        return _guard("hamtools", lambda: completion.answer(argv))
     name = os.path.basename(argv[0] if argv else "hamtools").lstrip("-")
     if not _is_multicall_name(name):
         return run_applet(name, argv[1:])
@@ -51,6 +57,8 @@ def _hamtools_main(args: list[str]) -> int:
         return _guard("hamtools", lambda: install(args[1:]))
     if option == "--extract":
         return _guard("hamtools", lambda: extract(args[1:]))
+    if option == "--completion":
+        return _guard("hamtools", lambda: _completion(args[1:]))
     if option.startswith("-"):
         sys.stderr.write(f"hamtools: unknown option: {option}\n{USAGE}")
         return EXIT_USAGE
@@ -140,6 +148,15 @@ def extract(args: list[str]) -> int:
     return EXIT_OK
 
 
+def _completion(args: list[str]) -> int:
+    from hamtools import completion
+
+    if len(args) != 1 or args[0] not in completion.SHELLS:
+        raise AppletError("--completion: usage: hamtools --completion bash|zsh", EXIT_USAGE)
+    sys.stdout.write(completion.script(args[0]))
+    return EXIT_OK
+
+
 def _own_zipapp(option: str) -> str:
     target = os.path.realpath(sys.argv[0])
     import zipfile
@@ -151,6 +168,8 @@ def _own_zipapp(option: str) -> str:
 
 def target_applet(argv: list[str]) -> registry.Applet | None:
     """The applet that main(argv) would run, or None for hamtools' own options."""
+    if argv[1:2] and argv[1].startswith(COMPLETE):
+        return None
     name = os.path.basename(argv[0] if argv else "hamtools").lstrip("-")
     if not _is_multicall_name(name):
         return registry.find(name)

@@ -5,7 +5,10 @@
 # 2. count this boot in the share; past the allowed number of boots, power off at once
 # 3. load the watchdog driver asked for in the share's vm.env
 # 4. mount the host's / read-only (9p tag "hostroot"), tmpfs where a system writes
-# 5. run the share's vm-cmd.sh there (stdout, stderr and exit code into the share)
+# 5. run the share's vm-cmd.sh there (stdout, stderr and exit code into the share), under the
+#    init vm.env's VM_INIT names: sh (this script), busybox (busybox init as PID 1, with the
+#    share's vm-inittab lines each run in the host's root) or systemd (systemd as PID 1 in the
+#    host's root, the command a runtime unit)
 # 6. power off: QEMU exits, and vm-test reads the share
 PATH=/bin
 /bin/busybox --install -s /bin
@@ -60,10 +63,49 @@ mkdir -p "$R$VM_REPO" 2>/dev/null
 mount -t 9p -o "$P9,ro,cache=loose" repo "$R$VM_REPO" || fail "cannot mount the repository at $VM_REPO"
 hostname vm-test
 
-cut -d' ' -f1 /proc/uptime > "/share/boot-$boot.start"
-chroot $R /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 TERM=dumb \
-    VM_BOOT="$boot" VM_DEVICE="$VM_DEVICE" VM_SHARE=/run/vm-share \
-    /bin/sh /run/vm-share/vm-cmd.sh </dev/null >"/share/boot-$boot.out" 2>"/share/boot-$boot.err"
-echo $? > "/share/boot-$boot.rc"
-say "command exited with $(cat "/share/boot-$boot.rc")"
-off
+# What runs in the host's root gets a clean environment; vm-run.sh (in the guest's /run, for
+# whichever init starts it) runs the command, its output and exit code into the share.
+GUEST="/usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 TERM=dumb \
+VM_BOOT=$boot VM_DEVICE=$VM_DEVICE VM_SHARE=/run/vm-share"
+S=/run/vm-share
+cat > $R/run/vm-run.sh <<END
+cut -d' ' -f1 /proc/uptime > $S/boot-$boot.start
+$GUEST /bin/sh $S/vm-cmd.sh </dev/null >$S/boot-$boot.out 2>$S/boot-$boot.err
+echo \$? > $S/boot-$boot.rc
+echo "vm-init: command exited with \$(cat $S/boot-$boot.rc)"
+END
+case "${VM_INIT:-sh}" in
+    sh)
+        chroot $R /bin/sh /run/vm-run.sh
+        off ;;
+    busybox)
+        # then busybox's own poweroff: its shutdown lines, SIGTERM and SIGKILL to all, power off
+        mkdir -p /etc
+        sed -e '/^[[:space:]]*#/d' -e '/^[[:space:]]*$/d' \
+            -e "s|^\([^:]*:[^:]*:[^:]*:\)|\1chroot $R $GUEST |" /share/vm-inittab > /etc/inittab \
+            || fail "no vm-inittab in the share"
+        echo "::once:/bin/sh -c 'chroot $R /bin/sh /run/vm-run.sh; poweroff'" >> /etc/inittab
+        exec /bin/busybox init ;;
+    systemd)
+        # runtime units (/run/systemd/system is one of systemd's unit directories)
+        mkdir -p $R/run/systemd/system
+        cat > $R/run/systemd/system/vm-test.target <<END
+[Unit]
+Description=vm-test: the command
+Requires=vm-test.service
+After=vm-test.service
+END
+        cat > $R/run/systemd/system/vm-test.service <<END
+[Unit]
+Description=vm-test: the command, then power off
+DefaultDependencies=no
+[Service]
+Type=oneshot
+StandardOutput=journal+console
+ExecStart=/bin/sh /run/vm-run.sh
+ExecStopPost=/bin/systemctl --no-block poweroff
+END
+        exec switch_root $R /lib/systemd/systemd --unit=vm-test.target ;;
+    *)
+        fail "VM_INIT=$VM_INIT: expected sh, busybox or systemd" ;;
+esac

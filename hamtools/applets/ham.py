@@ -15,17 +15,24 @@ USAGE = """\
 Usage: ham [-v...] [-V N] [-d] [-f FILE] [-t none|relative|absolute|shortabs]
            [--runtime-dir DIR] [--group GROUP] [--foreground] [--stop-entities]
            [--no-guardian] [--config FILE]... [--metrics-file FILE.prom]
+           [--watchdog DEV [--watchdog-timeout S] [--shutdown-timeout S]
+           [--watchdog-record FILE]] [--realtime]
 
 The High Availability Manager (QNX ham): supervises entities (spawned, adopted and
 self-attached processes), fires conditions (death, abnormal death, detach, restart, missed
 heartbeats, attach, state, raise) and runs their actions (restart, execute, waitfor,
 notify pulse/signal, heartbeat_healthy, log). Drive it with `hamctl` or hamtools.ham.
 
-  -v...              more verbose (each -v adds one; default verbosity 1)
-  -V N               verbosity N
-  -d                 no internal verbosity (0)
-  -f FILE            log to FILE (default stderr)
-  -t MODE            log timestamps: none, relative (default), absolute, shortabs
+QNX ham's options, the same letters and meanings:
+  -v...              more verbose (each -v adds one; default verbosity 1)   QNX: ham -v
+  -V N               verbosity N                                            QNX: ham -V
+  -d                 no internal verbosity (0)                              QNX: ham -d
+  -f FILE            log to FILE (default stderr)                           QNX: ham -f
+  -t MODE            log timestamps: none, relative (default), absolute,    QNX: ham -t
+                     shortabs
+  -h, -?, --help     this text                                              QNX: ham -h, -?
+
+hamtools' own (QNX ham has none of these):
   --runtime-dir DIR  sockets, state and journal (default $HAM_RUNTIME_DIR or /run/ham)
   --group GROUP      group of the control socket (default root's)
   --foreground       do not detach (default: detach once the sockets are up)
@@ -43,19 +50,24 @@ notify pulse/signal, heartbeat_healthy, log). Drive it with `hamctl` or hamtools
   --shutdown-timeout S   on SIGTERM the watchdog is left armed with this timeout (default 600)
   --watchdog-record FILE where the culprit is written before feeding stops, to outlive the
                      reset (default /var/lib/ham/watchdog.json)
-  --realtime         lock ham's memory and run it SCHED_FIFO (what it starts does not inherit it)
+  --realtime         lock ham's memory and run it SCHED_FIFO (what it starts does not
+                     inherit it)
   --metrics-file FILE.prom   write Prometheus metrics there for node_exporter's textfile
                      collector (restarts, deaths, missed heartbeats, up, ham failures, the
                      watchdog), atomically, a moment after each change
 
-Takeover: the guardian execs ham again with ham's fds (lock, sockets, watchdog: nothing is
-closed); the new ham resumes from the saved state, re-adopts every entity and counts
-ham_failures. `hamctl reexec` replaces ham with a new zipapp the same way, in place.
+Takeover (QNX's Guardian): the guardian execs ham again with ham's fds (lock, sockets,
+watchdog: nothing is closed); the new ham resumes from the saved state, re-adopts every
+entity and counts ham_failures. `hamctl reexec` replaces ham with a new zipapp the same way,
+in place.
 
 Signals: SIGTERM stops ham (a held watchdog stays armed with the shutdown timeout; `hamctl
-stop` closes it with the magic 'V'); SIGHUP reloads; SIGINT, SIGQUIT, SIGPIPE, SIGUSR1/2 and
-SIGALRM are ignored; the guardian ignores them too and passes SIGTERM and SIGHUP on to ham. A second ham on the same runtime directory refuses to start. Under a
-notify socket (systemd Type=notify) ham reports READY=1 with MAINPID=, and WATCHDOG=1.
+stop`, QNX's ham_stop(), stops the guardian first and closes the watchdog with the magic 'V');
+SIGHUP reloads; SIGINT, SIGQUIT, SIGPIPE, SIGUSR1/2 and SIGALRM are ignored (QNX's ham ignores
+every signal it can); the guardian ignores them too and passes SIGTERM and SIGHUP on to ham. A
+second ham on the same runtime directory refuses to start. Under a notify socket (systemd
+Type=notify) ham reports READY=1 with MAINPID=, and WATCHDOG=1 (and MAINPID= again after a
+takeover).
 """
 
 STAMPS = ("none", "relative", "absolute", "shortabs")
@@ -125,10 +137,16 @@ def main(argv: list[str]) -> int:
     return run(**settings)
 
 
-SHORT_FLAGS, SHORT_VALUES = "vdh?", "Vft"
-LONG_FLAGS = ("foreground", "stop-entities", "help", "realtime", "no-guardian")
-LONG_VALUES = ("runtime-dir", "group", "config", "watchdog", "watchdog-timeout", "shutdown-timeout",
-               "watchdog-record", "metrics-file")
+# Every option and what follows it: None for a flag, else its value as --help names it (shell
+# completion offers paths for FILE and DEV, directories for DIR, unix groups for GROUP) or
+# the tuple of its choices.
+OPTIONS = {
+    "-v": None, "-V": "N", "-d": None, "-f": "FILE", "-t": STAMPS, "-h": None, "-?": None,
+    "--help": None, "--runtime-dir": "DIR", "--group": "GROUP", "--foreground": None,
+    "--stop-entities": None, "--config": "FILE", "--watchdog": "DEV", "--watchdog-timeout": "S",
+    "--shutdown-timeout": "S", "--watchdog-record": "FILE", "--realtime": None,
+    "--no-guardian": None, "--metrics-file": "FILE",
+}
 
 
 def parse_options(argv: list[str]) -> list[tuple[str, str]]:
@@ -140,21 +158,23 @@ def parse_options(argv: list[str]) -> list[tuple[str, str]]:
     opts, args = [], iter(argv)
     for arg in args:
         if arg.startswith("--"):
-            name, has_value, value = arg[2:].partition("=")
-            if name in LONG_FLAGS and not has_value:
-                opts.append(("--" + name, ""))
-            elif name in LONG_VALUES:
+            name, has_value, value = arg.partition("=")
+            takes = OPTIONS.get(name, False)  # False: no such option
+            if takes is None and not has_value:
+                opts.append((name, ""))
+            elif takes:
                 value = value if has_value else next(args, None)
                 if value is None:
-                    raise usage(f"option --{name} requires an argument")
-                opts.append(("--" + name, value))
+                    raise usage(f"option {name} requires an argument")
+                opts.append((name, value))
             else:
-                raise usage(f"option --{name} not recognized")
+                raise usage(f"option {name} not recognized")
         elif arg.startswith("-") and len(arg) > 1:
             for at, letter in enumerate(arg[1:], 2):
-                if letter in SHORT_FLAGS:
+                takes = OPTIONS.get("-" + letter, False)
+                if takes is None:
                     opts.append(("-" + letter, ""))
-                elif letter in SHORT_VALUES:
+                elif takes:
                     value = arg[at:] or next(args, None)
                     if value is None:
                         raise usage(f"option -{letter} requires an argument")
@@ -178,7 +198,7 @@ def rerun_arguments(opts: list[tuple[str, str]]) -> list[str]:
         argv.append(opt)
         if opt in PATH_OPTIONS:
             argv.append(os.path.abspath(value))
-        elif opt in ("-V", "-t") or opt[2:] in LONG_VALUES:
+        elif OPTIONS.get(opt) is not None:
             argv.append(value)
     return argv
 

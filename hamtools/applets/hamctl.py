@@ -12,7 +12,8 @@ from hamtools.core import hamconsts as q
 
 app = cli.make_app(
     "Drive a running ham. QNX hamctrl's options work too: -stop, +verbose (increase), "
-    "-verbose (decrease), =verbose (print), -node NODE (local node only).",
+    "-verbose (decrease), =verbose (print), -node NODE (local node only). Each command's "
+    "--help names the QNX call it maps to.",
     epilog="Exit codes: 0 ok, 1 failed, 2 usage, 3 ham not running or no such object.",
 )
 ENTITY_TYPES = {"attached": "ATTACHED", "self": "ATTACHEDSELF", "placeholder": "UNATTACHED",
@@ -38,7 +39,9 @@ def _status() -> dict:
 
 @app.command()
 def status(as_json: bool = cli.typer.Option(False, "--json", help="one JSON object (SPEC §10)")):
-    """Every entity: type, pid, run state, QNX state, heartbeat, restarts."""
+    """Every entity: type, pid, run state, QNX state, heartbeat, restarts.
+
+    QNX: the /proc/ham tree's .info files, all at once."""
     data = _status()
     if as_json:
         print(json.dumps(data, indent=2))
@@ -66,10 +69,14 @@ def status(as_json: bool = cli.typer.Option(False, "--json", help="one JSON obje
 
 
 @app.command()
-def stop(name: str = cli.typer.Argument(None, metavar="[ENTITY]", help="stop this entity; none: stop ham"),
+def stop(name: str = cli.typer.Argument(None, metavar="[ENTITY]", help="stop this entity; none: stop ham",
+                                       autocompletion=lambda: _paths(1)),
          stop_entities: bool = cli.typer.Option(
              False, "--stop-entities", help="with no ENTITY: stop the monitored processes too")):
-    """Stop ham (QNX ham_stop / hamctrl -stop), or one entity (its stop signal, then SIGKILL)."""
+    """Stop ham, or one entity (its stop signal, then SIGKILL after its stop timeout).
+
+    QNX: ham_stop(), hamctrl -stop. One entity: none in QNX (a hamtools service; it stays
+    down until `hamctl start ENTITY`)."""
     if name:
         return _run(name, "stop")
     _call("ham_stop", stop_entities=stop_entities)
@@ -104,22 +111,32 @@ def _wait_gone(seconds: float) -> bool:
         os.close(fd)
 
 
+VERBOSE_OPS = {"up": q.VERBOSE_SET_INCR, "down": q.VERBOSE_SET_DECR, "get": q.VERBOSE_GET, "set": q.VERBOSE_SET}
+
+
 @app.command()
-def verbose(operation: str = cli.typer.Argument(..., metavar="up|down|get|set"),
+def verbose(operation: str = cli.typer.Argument(..., metavar="up|down|get|set",
+                                                autocompletion=lambda: list(VERBOSE_OPS)),
             value: int = cli.typer.Argument(0, min=0, help="the level for `set`; the step for up/down")):
-    """ham's verbosity (QNX ham_verbose)."""
-    ops = {"up": q.VERBOSE_SET_INCR, "down": q.VERBOSE_SET_DECR, "get": q.VERBOSE_GET, "set": q.VERBOSE_SET}
-    if operation not in ops:
+    """ham's verbosity: raise, lower, print or set it.
+
+    QNX: ham_verbose() with VERBOSE_SET_INCR, _DECR, VERBOSE_GET, VERBOSE_SET; hamctrl
+    +verbose, -verbose, =verbose."""
+    if operation not in VERBOSE_OPS:
         raise AppletError(f"verbose {operation}: use up, down, get or set", EXIT_USAGE)
-    _call("ham_verbose", None, ops[operation], value)
+    _call("ham_verbose", None, VERBOSE_OPS[operation], value)
     print(_call("ham_verbose", None, q.VERBOSE_GET, 0))
     return 0
 
 
 @app.command("start", context_settings={"ignore_unknown_options": True})
-def start_ham(args: list[str] = cli.typer.Argument(None, metavar="[ENTITY | HAM ARGS...]")):
+def start_ham(args: list[str] = cli.typer.Argument(None, metavar="[ENTITY | HAM ARGS...]",
+                                                   autocompletion=lambda: _paths(1))):
     """Start one entity by name, or (no argument, or options) start ham in the background
-    unless it is running, passing the arguments to ham."""
+    unless it is running, passing the arguments to ham.
+
+    QNX: none (QNX starts ham by running it; one entity: a hamtools service, wanted up
+    again)."""
     import subprocess
 
     if args and not args[0].startswith("-"):
@@ -139,17 +156,22 @@ def start_ham(args: list[str] = cli.typer.Argument(None, metavar="[ENTITY | HAM 
 
 
 @app.command()
-def restart(name: str = cli.typer.Argument(..., metavar="ENTITY")):
-    """Restart one entity: its stop signal, SIGKILL after its stop timeout, then start."""
+def restart(name: str = cli.typer.Argument(..., metavar="ENTITY", autocompletion=lambda: _paths(1))):
+    """Restart one entity: its stop signal, SIGKILL after its stop timeout, then start.
+
+    QNX: none (QNX restarts only through a death condition's restart action)."""
     return _run(name, "restart")
 
 
 @app.command("set")
-def set_(name: str = cli.typer.Argument(..., metavar="ENTITY"),
-         settings: list[str] = cli.typer.Argument(..., metavar="KEY=VALUE...",
-                                                  help="TOML service keys, e.g. restart=on-failure max_restarts=10")):
+def set_(name: str = cli.typer.Argument(..., metavar="ENTITY", autocompletion=lambda: _paths(1)),
+         settings: list[str] = cli.typer.Argument(
+             ..., metavar="KEY=VALUE...", help="TOML service keys, e.g. restart=on-failure max_restarts=10",
+             autocompletion=lambda incomplete: _keys("SERVICE_KEYS", incomplete))):
     """Set restart policy and attributes of an entity ham started (the configuration's keys);
-    they apply from its next death or start. A reload brings back what a file says."""
+    they apply from its next death or start. A reload brings back what a file says.
+
+    QNX: none (QNX has no restart policy; the libham extension is ham_service_set())."""
     values = _settings("set", settings)
     spec = _call("ham_service_set", name, **values)
     print(" ".join(f"{k}={spec[k]}" for k in values if k in spec))
@@ -158,10 +180,13 @@ def set_(name: str = cli.typer.Argument(..., metavar="ENTITY"),
 
 @app.command("set-group")
 def set_group(name: str = cli.typer.Argument(..., metavar="GROUP"),
-              settings: list[str] = cli.typer.Argument(..., metavar="KEY=VALUE...",
-                                                       help="TOML group keys: strategy=one_for_all window=30s")):
+              settings: list[str] = cli.typer.Argument(
+                  ..., metavar="KEY=VALUE...", help="TOML group keys: strategy=one_for_all window=30s",
+                  autocompletion=lambda incomplete: _keys("GROUP_KEYS", incomplete))):
     """Set a service group's policy (the TOML [group.NAME] keys); it applies from the next
-    failure of a member. A reload brings back what a file says of a group it mentions."""
+    failure of a member. A reload brings back what a file says of a group it mentions.
+
+    QNX: none (the libham extension is ham_group_set())."""
     values = _settings("set-group", settings)
     group = _call("ham_group_set", name, **values)
     print(" ".join(f"{k}={group[k]}" for k in values if k in group))
@@ -184,7 +209,9 @@ def _settings(command: str, items: list[str]) -> dict:
 
 @app.command()
 def reload():
-    """Apply ham's configuration files again (like SIGHUP); unchanged entities are not touched."""
+    """Apply ham's configuration files again (like SIGHUP); unchanged entities are not touched.
+
+    QNX: none (QNX ham reads no files; the libham extension is ham_reload())."""
     result = _call("ham_reload")
     print(", ".join(f"{kind} {len(names)}" + (f" ({' '.join(names)})" if names and kind != "unchanged" else "")
                     for kind, names in result.items()))
@@ -235,8 +262,11 @@ def _flags(names: list[str], table: dict[int, str]) -> int:
 def attach(name: str = cli.typer.Argument(..., metavar="NAME"),
            pid: int = cli.typer.Option(0, "--pid", help="watch this running process"),
            command: list[str] = cli.typer.Argument(None, metavar="[-- COMMAND ARGS...]"),
-           flag: list[str] = cli.typer.Option([], "--flag", help="HENTITYKEEPONDEATH")):
-    """Watch a running process (--pid) or start COMMAND and watch it (QNX ham_attach)."""
+           flag: list[str] = cli.typer.Option([], "--flag", help="HENTITYKEEPONDEATH",
+                                              autocompletion=lambda: list(q.ENTITY_FLAG_NAMES.values()))):
+    """Watch a running process (--pid) or start COMMAND and watch it.
+
+    QNX: ham_attach() (pid -1 and a line: start it; a pid: watch that process)."""
     import shlex
 
     if (pid > 0) == bool(command):
@@ -248,26 +278,32 @@ def attach(name: str = cli.typer.Argument(..., metavar="NAME"),
 
 
 @app.command()
-def detach(name: str = cli.typer.Argument(..., metavar="NAME")):
-    """Stop watching an entity: CONDDETACH fires; the process runs on (QNX ham_detach_name)."""
+def detach(name: str = cli.typer.Argument(..., metavar="NAME", autocompletion=lambda: _paths(1))):
+    """Stop watching an entity: CONDDETACH fires; the process runs on.
+
+    QNX: ham_detach_name()."""
     _call("ham_detach_name", 0, name, 0)
     return 0
 
 
 @app.command()
-def condition(entity: str, name: str,
+def condition(entity: str = cli.typer.Argument(..., metavar="ENTITY", autocompletion=lambda: _paths(1)),
+              name: str = cli.typer.Argument(..., metavar="NAME"),
               ctype: str = cli.typer.Argument(..., metavar="TYPE", help="death, abnormaldeath, detach, restart, "
                                               "hbeatmissedlow, hbeatmissedhigh, attach, state, raise, any "
-                                              "(QNX names work too)"),
+                                              "(QNX names work too)", autocompletion=lambda: list(CONDITION_TYPES)),
               flag: list[str] = cli.typer.Option([], "--flag", help="QNX condition flags, e.g. HREARMAFTERRESTART; "
-                                                 "state: HCONDSTATEFROMSET, HCONDSTATETOSET, ...INV"),
+                                                 "state: HCONDSTATEFROMSET, HCONDSTATETOSET, ...INV",
+                                                 autocompletion=lambda: list(q.CONDITION_FLAG_NAMES.values())),
               from_: str = cli.typer.Option(None, "--from", metavar="N", help="state: the state it leaves "
                                             "(0: any; with HCONDSTATEFROMSET a bitmask, 0x.. works)"),
               to: str = cli.typer.Option(None, "--to", metavar="N", help="state: the state it enters (as --from)"),
               rtype: str = cli.typer.Option(None, "--type", metavar="N", help="raise: the type (0: any)"),
               rclass: str = cli.typer.Option(None, "--class", metavar="N", help="raise: the class (0: any)"),
               severity: str = cli.typer.Option(None, "--severity", metavar="N", help="raise: the severity (0: any)")):
-    """Add a condition to an entity (QNX ham_condition, ham_condition_state, ham_condition_raise)."""
+    """Add a condition to an entity.
+
+    QNX: ham_condition(); TYPE state: ham_condition_state(); TYPE raise: ham_condition_raise()."""
     key = ctype.lower().removeprefix("cond")
     if key not in CONDITION_TYPES:
         raise AppletError(f"condition type {ctype!r}: use {', '.join(CONDITION_TYPES)}", EXIT_USAGE)
@@ -302,6 +338,8 @@ def _number(option: str, text: str | None) -> int:
 
 ACTION_USAGE = ("restart LINE | execute LINE [TIMEOUT] | waitfor MS [PATH] | notify_pulse PID CHID CODE VALUE | "
                 "notify_signal PID SIGNUM CODE VALUE | heartbeat_healthy | log MESSAGE [VERBOSITY]")
+ACTION_KINDS = tuple(form.split()[0] for form in ACTION_USAGE.split(" | "))
+FAIL_KINDS = tuple(kind for kind in ACTION_KINDS if kind not in ("restart", "heartbeat_healthy"))
 
 
 def _action_call(kind: str, args: list[str], fail: bool):
@@ -334,11 +372,18 @@ def _split_action(found):
 
 
 @app.command(context_settings={"ignore_unknown_options": True})
-def action(entity: str, cond: str = cli.typer.Argument(..., metavar="CONDITION"), name: str = cli.typer.Argument(...),
-           kind: str = cli.typer.Argument(..., metavar="KIND"),
+def action(entity: str = cli.typer.Argument(..., metavar="ENTITY", autocompletion=lambda: _paths(1)),
+           cond: str = cli.typer.Argument(..., metavar="CONDITION", autocompletion=lambda ctx: _below(ctx, "entity")),
+           name: str = cli.typer.Argument(..., metavar="NAME"),
+           kind: str = cli.typer.Argument(..., metavar="KIND", autocompletion=lambda: list(ACTION_KINDS)),
            args: list[str] = cli.typer.Argument(None, metavar="ARGS..."),
-           flag: list[str] = cli.typer.Option([], "--flag", help="QNX action flags, e.g. HACTIONKEEPONFAIL")):
-    """Add an action to a condition (QNX ham_action_*)."""
+           flag: list[str] = cli.typer.Option([], "--flag", help="QNX action flags, e.g. HACTIONKEEPONFAIL",
+                                              autocompletion=lambda: list(q.ACTION_FLAG_NAMES.values()))):
+    """Add an action to a condition.
+
+    QNX: ham_action_restart(), ham_action_execute(), ham_action_waitfor(),
+    ham_action_notify_pulse(), ham_action_notify_signal(), ham_action_heartbeat_healthy(),
+    ham_action_log() (KIND names which)."""
     kind, positional, extra = _split_action(_action_call(kind, args or [], fail=False))
     _call(f"ham_action_{kind}", _handle(f"{entity}/{cond}"), name, *positional,
           _flags(flag, q.ACTION_FLAG_NAMES), **extra)
@@ -346,11 +391,17 @@ def action(entity: str, cond: str = cli.typer.Argument(..., metavar="CONDITION")
 
 
 @app.command(context_settings={"ignore_unknown_options": True})
-def fail(entity: str, cond: str = cli.typer.Argument(..., metavar="CONDITION"),
-         act: str = cli.typer.Argument(..., metavar="ACTION"), name: str = cli.typer.Argument(...),
-         kind: str = cli.typer.Argument(..., metavar="KIND"),
+def fail(entity: str = cli.typer.Argument(..., metavar="ENTITY", autocompletion=lambda: _paths(1)),
+         cond: str = cli.typer.Argument(..., metavar="CONDITION", autocompletion=lambda ctx: _below(ctx, "entity")),
+         act: str = cli.typer.Argument(..., metavar="ACTION",
+                                       autocompletion=lambda ctx: _below(ctx, "entity", "cond")),
+         name: str = cli.typer.Argument(..., metavar="NAME"),
+         kind: str = cli.typer.Argument(..., metavar="KIND", autocompletion=lambda: list(FAIL_KINDS)),
          args: list[str] = cli.typer.Argument(None, metavar="ARGS...")):
-    """Add to an action's fail list (QNX ham_action_fail_*)."""
+    """Add to an action's fail list.
+
+    QNX: ham_action_fail_execute(), ham_action_fail_waitfor(), ham_action_fail_notify_pulse(),
+    ham_action_fail_notify_signal(), ham_action_fail_log() (KIND names which)."""
     kind, positional, extra = _split_action(_action_call(kind, args or [], fail=True))
     _call(f"ham_action_fail_{kind}", _handle(f"{entity}/{cond}/{act}"), name, *positional, 0, **extra)
     return 0
@@ -366,21 +417,33 @@ def _control(path: str, command: int, recursive: bool) -> int:
 
 
 @app.command()
-def enable(path: str, recursive: bool = cli.typer.Option(False, "--recursive", "-r", help="HRECURSE")):
-    """Enable an entity, condition or action."""
+def enable(path: str = cli.typer.Argument(..., metavar="PATH", autocompletion=lambda: _paths(3)),
+           recursive: bool = cli.typer.Option(False, "--recursive", "-r", help="HRECURSE")):
+    """Enable an entity, condition or action.
+
+    QNX: ham_entity_control(), ham_condition_control(), ham_action_control() with HENABLE
+    (--recursive: HRECURSE)."""
     return _control(path, q.HENABLE, recursive)
 
 
 @app.command()
-def disable(path: str, recursive: bool = cli.typer.Option(False, "--recursive", "-r", help="HRECURSE")):
-    """Disable an entity, condition or action: its events are ignored."""
+def disable(path: str = cli.typer.Argument(..., metavar="PATH", autocompletion=lambda: _paths(3)),
+            recursive: bool = cli.typer.Option(False, "--recursive", "-r", help="HRECURSE")):
+    """Disable an entity, condition or action: its events are ignored.
+
+    QNX: ham_entity_control(), ham_condition_control(), ham_action_control() with HDISABLE
+    (--recursive: HRECURSE)."""
     return _control(path, q.HDISABLE, recursive)
 
 
 @app.command()
-def remove(path: str):
+def remove(path: str = cli.typer.Argument(..., metavar="PATH", autocompletion=lambda: _paths(4))):
     """Remove an entity from monitoring (a placeholder goes; a process runs on, as after
-    detach), a condition, an action, or an action-fail item."""
+    detach), a condition, an action, or an action-fail item.
+
+    QNX: ham_condition_remove(), ham_action_remove(), ham_action_fail_remove(); an entity:
+    ham_detach() in QNX (here the extension ham_entity_remove(), which also removes a
+    placeholder)."""
     depth = len([p for p in path.strip("/").split("/") if p])
     if depth == 1:
         _call("ham_entity_remove", _handle(path), 0)
@@ -397,17 +460,23 @@ def remove(path: str):
 
 
 @app.command()
-def state(entity: str, value: int = cli.typer.Argument(..., metavar="N", min=0)):
-    """Publish the entity's new state (QNX ham_entity_condition_state)."""
+def state(entity: str = cli.typer.Argument(..., metavar="ENTITY", autocompletion=lambda: _paths(1)),
+          value: int = cli.typer.Argument(..., metavar="N", min=0)):
+    """Publish the entity's new state: its CONDSTATE conditions fire.
+
+    QNX: ham_entity_condition_state()."""
     _call("ham_entity_condition_state", _handle(entity), value, 0)
     return 0
 
 
 @app.command("raise")
-def raise_(entity: str, rtype: int = cli.typer.Argument(..., metavar="TYPE", min=0),
+def raise_(entity: str = cli.typer.Argument(..., metavar="ENTITY", autocompletion=lambda: _paths(1)),
+           rtype: int = cli.typer.Argument(..., metavar="TYPE", min=0),
            rclass: int = cli.typer.Argument(..., metavar="CLASS", min=0),
            severity: int = cli.typer.Argument(..., metavar="SEV", min=0)):
-    """Raise a condition on the entity (QNX ham_entity_condition_raise)."""
+    """Raise a condition on the entity: its CONDRAISE conditions that match fire.
+
+    QNX: ham_entity_condition_raise()."""
     _call("ham_entity_condition_raise", _handle(entity), rtype, rclass, severity, 0)
     return 0
 
@@ -423,9 +492,12 @@ def _entity(name: str) -> dict | None:
 
 
 @app.command()
-def lookup(name: str, wait: float = cli.typer.Option(0.0, "--wait", metavar="SECS",
-                                                        help="wait this long for it to be running (across a restart)")):
-    """Print the entity's current pid (seed 001's lookup service); with --wait, wait for it."""
+def lookup(name: str = cli.typer.Argument(..., metavar="ENTITY", autocompletion=lambda: _paths(1)),
+           wait: float = cli.typer.Option(0.0, "--wait", metavar="SECS",
+                                          help="wait this long for it to be running (across a restart)")):
+    """Print the entity's current pid (seed 001's lookup service); with --wait, wait for it.
+
+    QNX: none (a QNX client reads /proc/ham/ENTITY/.info's Entity Pid)."""
     deadline = time.monotonic() + wait
     while True:
         entity = _entity(name)
@@ -439,10 +511,12 @@ def lookup(name: str, wait: float = cli.typer.Option(0.0, "--wait", metavar="SEC
 
 
 @app.command()
-def check(name: str):
+def check(name: str = cli.typer.Argument(..., metavar="ENTITY", autocompletion=lambda: _paths(1))):
     """Exit 0 if the entity is healthy (running; heartbeat healthy if it has one; ready if it
     reports readiness), 1 if not, 3 if ham is not running or there is no such entity: for
-    Kubernetes exec probes, keepalived track scripts and the OCF agent."""
+    Kubernetes exec probes, keepalived track scripts and the OCF agent (scripts/ocf/ham).
+
+    QNX: none (a QNX client reads /proc/ham/ENTITY/.info)."""
     entity = _entity(name)
     if entity is None:
         raise AppletError(f"{name}: no such entity", EXIT_NOT_RUNNING)
@@ -482,8 +556,11 @@ def _find(data: dict, path: str):
 
 
 @app.command("ls")
-def ls(path: str = cli.typer.Argument("/", help="entity, entity/condition, or /")):
-    """List the /proc/ham tree: entities are directories, conditions subdirectories, actions files."""
+def ls(path: str = cli.typer.Argument("/", metavar="[PATH]", help="entity, entity/condition, or /",
+                                      autocompletion=lambda: _paths(2))):
+    """List the /proc/ham tree: entities are directories, conditions subdirectories, actions files.
+
+    QNX: ls /proc/ham/PATH."""
     parts, _, kids = _find(_status(), path)
     print(".info")
     for kid in kids:
@@ -492,8 +569,12 @@ def ls(path: str = cli.typer.Argument("/", help="entity, entity/condition, or /"
 
 
 @app.command()
-def info(path: str = cli.typer.Argument("/", help="/, entity, entity/condition or entity/condition/action")):
-    """The .info fields of a /proc/ham node (QNX's layout)."""
+def info(path: str = cli.typer.Argument("/", metavar="[PATH]",
+                                        help="/, entity, entity/condition or entity/condition/action",
+                                        autocompletion=lambda: _paths(3))):
+    """The .info fields of a /proc/ham node, in QNX's layout.
+
+    QNX: cat /proc/ham/PATH/.info."""
     data = _status()
     parts, node, kids = _find(data, path)
     entity = next((e for e in data["entities"] if parts and e["name"] == parts[0]), None)
@@ -557,7 +638,9 @@ def _info_fields(data, parts, node, entity):
 @app.command()
 def events(follow: bool = cli.typer.Option(False, "--follow", "-f", help="keep printing new events"),
            as_json: bool = cli.typer.Option(False, "--json", help="the raw JSON lines")):
-    """ham's event journal: time, entity, condition, what happened, cumulative counts."""
+    """ham's event journal: time, entity, condition, what happened, cumulative counts.
+
+    QNX: none (seed 002's journal; QNX ham has only its log)."""
     path = os.path.join(runtime.runtime_dir(), "events.jsonl")
     if not os.path.exists(path):
         raise AppletError(f"no event journal at {path} (is ham running?)", EXIT_NOT_RUNNING)
@@ -608,6 +691,46 @@ def _print_event(line: str, as_json: bool) -> None:
         print(f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(event.get('time', 0)))} "
               f"{where} {event.get('what')} {rest}".rstrip())
     sys.stdout.flush()
+
+
+# ---- what shell completion offers (hamtools.completion asks through the typer tree) ---------
+
+def _paths(depth: int) -> list[str]:
+    """The running ham's tree as paths, entity[/condition[/action[/fail]]] down to depth
+    levels; nothing when no ham answers."""
+    try:
+        entities = _status()["entities"]
+    except AppletError:
+        return []
+    paths = []
+    for e in entities:
+        paths.append(e["name"])
+        for c in e["conditions"] if depth > 1 else ():
+            paths.append(f"{e['name']}/{c['name']}")
+            for a in c["actions"] if depth > 2 else ():
+                paths.append(f"{e['name']}/{c['name']}/{a['name']}")
+                paths.extend(f"{e['name']}/{c['name']}/{a['name']}/{f['name']}"
+                             for f in (a["fails"] if depth > 3 else ()))
+    return paths
+
+
+def _below(ctx, *names: str) -> list[str]:
+    """The names one level below the path that the arguments `names` already gave."""
+    parent = "/".join(str(ctx.params.get(name)) for name in names) + "/"
+    return [path[len(parent):] for path in _paths(len(names) + 1)
+            if path.startswith(parent) and "/" not in path[len(parent):]]
+
+
+def _keys(table: str, incomplete: str) -> list[tuple[str, str]]:
+    """KEY= for each settable key of hamtools.hamd.service's table, with its meaning; once the
+    key is typed, the values of a key that has a fixed few."""
+    from hamtools.hamd import service
+
+    keys = {k: v for k, v in getattr(service, table).items() if k not in ("name", "condition")}
+    key, typed, _ = incomplete.partition("=")
+    if typed and key in keys and "|" in keys[key][0]:
+        return [f"{key}={value}" for value in keys[key][0].split("|")]
+    return [(f"{k}=", meaning) for k, (_, _, meaning) in keys.items()]
 
 
 # ---- QNX hamctrl options ------------------------------------------------------------------

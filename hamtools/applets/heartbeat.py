@@ -32,6 +32,11 @@ systemd with NotifyAccess=main. Authorisation: root, or the entity's own uid fro
 entity's process or one of its descendants.
 """
 
+# The options _parse takes and what follows each; ARGUMENTS: what NAME is. Shell completion
+# (hamtools.completion) reads both.
+OPTIONS = {"--every": "SECS", "--while-pid": "PID", "-h": None, "--help": None}
+ARGUMENTS = ("ENTITY",)
+
 ANSWER_TIMEOUT = 5.0  # seconds; ham answers at once unless it is wedged
 
 
@@ -59,7 +64,7 @@ def _parse(argv: list[str]) -> tuple[float | None, int | None, str | None]:
     args = iter(argv)
     for arg in args:
         option, has_value, value = arg.partition("=")
-        if option in ("--every", "--while-pid"):
+        if OPTIONS.get(option):
             value = value if has_value else next(args, None)
             if value is None:
                 raise AppletError(f"{option} needs a value (see heartbeat --help)", EXIT_USAGE)

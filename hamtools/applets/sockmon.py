@@ -50,6 +50,12 @@ _VALUE_OPTIONS = {"--watch", "--restart", "--config", "--retries", "--retry-inte
 
 
 def main(argv: list[str]) -> int:
+    return cli.run(build_app(argv), PROG, argv)
+
+
+def build_app(argv: list[str] = ()):
+    """sockmon's typer app, for the command line argv (whose order pairs --watch with
+    --restart, which typer's list options do not keep); shell completion builds it bare."""
     app = cli.make_app(HELP)
 
     @app.command(help=HELP)
@@ -92,7 +98,7 @@ def main(argv: list[str]) -> int:
         settings = Settings(retries=retries, retry_interval=retry_interval, on_give_up=on_give_up)
         raise cli.Exit(serve(pairs, settings, daemon=daemon, pidfile=pidfile, log_to=log))
 
-    return cli.run(app, PROG, argv)
+    return app
 
 
 def pair_options(argv: list[str], watches: list[str], restarts: list[str]) -> list[tuple[str, str]]:
