@@ -154,18 +154,26 @@ def systemd() -> None:
 
 
 def takeover(ham: int) -> dict:
-    """What a takeover does: another process of the unit (here one ham starts, so it is in the
-    unit's cgroup) says MAINPID= of itself; NotifyAccess=all lets systemd take it. Then it
-    gives the main pid back to ham and ends."""
-    from hamtools.ham import ham_attach
+    """A real takeover: SIGKILL the main process, ham; its guardian becomes ham and says
+    READY=1 with MAINPID= of itself, which NotifyAccess=all lets systemd take, and the unit
+    stays active (ExitType=cgroup) with the same entities."""
+    from hamtools.ham import ham_status
 
-    ham_attach("takeover", 0, -1, "/usr/bin/env NOTIFY_SOCKET=/run/systemd/notify /bin/sh -c "
-               f"'systemd-notify MAINPID=$$; sleep 3; systemd-notify MAINPID={ham}'", 0)
-    heir = wait_for(lambda: show()["MainPID"] not in (str(ham), "0") and show()["MainPID"], 10)
-    was = read(f"/proc/{heir}/cmdline").split("\0")[:2] if heir and alive(heir) else None
-    back = wait_for(lambda: show()["MainPID"] == str(ham), 10)
-    wait_for(lambda: "takeover" not in pids(), 10)
-    return {"heir": heir, "heir was": was, "back": back}
+    before = ham_status()
+    os.kill(ham, 9)
+    heir = wait_for(lambda: show()["MainPID"] not in (str(ham), "0") and show()["MainPID"], 15)
+    def answered():
+        try:
+            now = ham_status()
+        except OSError:
+            return None
+        return now if now["ham_pid"] == before["guardian_pid"] and now["guardian_pid"] else None
+
+    after = wait_for(answered, 15) or {"entities": [], "ham_failures": None, "guardian_pid": None}
+    return {"heir": int(heir) if heir else None, "expected": before["guardian_pid"], "show": show(),
+            "same entities": [(e["name"], e["pid"]) for e in after["entities"]]
+            == [(e["name"], e["pid"]) for e in before["entities"]],
+            "ham_failures": after["ham_failures"], "new guardian": after["guardian_pid"]}
 
 
 def show() -> dict:

@@ -99,10 +99,13 @@ def test_systemd_starts_it_as_a_notify_service_ready_when_started(runs):
     assert f["web cgroup"] == "0::/system.slice/ham.service"
 
 
-def test_systemd_takes_a_new_main_pid_from_another_process_of_the_unit(runs):
-    """After a takeover the new ham says MAINPID= itself: NotifyAccess=all must let it."""
+def test_systemd_follows_a_takeover_to_the_guardians_ham(runs):
+    """SIGKILL ham under systemd: its guardian becomes ham and says MAINPID= itself
+    (NotifyAccess=all), and the unit stays active (ExitType=cgroup) with the same entities."""
     moved = facts(runs, "systemd")["takeover"]
-    assert moved["heir"] and moved["heir was"] == ["/bin/sh", "-c"] and moved["back"]
+    assert moved["heir"] == moved["expected"], moved
+    assert moved["show"]["ActiveState"] == "active" and moved["show"]["NRestarts"] == "0", moved
+    assert moved["same entities"] and moved["ham_failures"] == 1 and moved["new guardian"]
 
 
 def test_systemd_reload_applies_the_files_and_a_bad_file_fails_the_reload(runs):

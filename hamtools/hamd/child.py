@@ -281,8 +281,11 @@ def _signal_group(held: proc.Process, signum: int) -> None:
     # The group's id is the leader's pid, which no newcomer can take before the leader is
     # reaped, and single-threaded ham cannot reap between this check and the kill.
     if proc.pidfd_pid(held.pidfd) == held.pid:
+        ids = proc.lineage(held.pid)
         try:
             os.killpg(held.pid, signum)
+            if ids is not None and ids[2] == held.pid:
+                return  # the leader is in its group: signalled once, as every member is
         except (ProcessLookupError, PermissionError):
             pass
-    held.send_signal(signum)  # also a leader that moved to a group of its own
+    held.send_signal(signum)  # a leader that moved to a group of its own, or no group left

@@ -471,7 +471,10 @@ class Requests:
 
     def op_stop(self, conn, args):
         self._require(self._may_administer(conn), "stop ham")
-        self.ham.request_stop(bool(args.get("stop_entities", False)))
+        stop_entities = bool(args.get("stop_entities", False))
+        self.ham.log(1, f"ham_stop from pid {conn.pid}: stopping the guardian, then ham"
+                        + (" and the entities" if stop_entities else ""))
+        self.ham.request_stop(stop_entities)
         return None
 
     @staticmethod

@@ -155,6 +155,8 @@ class Services:
             self.groups[spec["group"]] = default_group(SET_SOURCE)
         if new:
             self.order.append(entity.name)
+            if entity.pid is not None:  # already running, started by the QNX API: ready as it is
+                entity.ready = True
         self.ham.changed()
         return spec
 
