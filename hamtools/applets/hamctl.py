@@ -222,9 +222,9 @@ def reload():
 def reexec(zipapp: str = cli.typer.Argument(None, metavar="[ZIPAPP]",
                                             help="the new hamtools file (default: the one ham runs from)"),
            wait: float = cli.typer.Option(10.0, "--wait", metavar="SECS", help="how long to wait for the new ham")):
-    """Replace the running ham with a new zipapp in place: same pid, every entity kept
-    (hamtools; QNX has no equivalent). ham tries the new code first and keeps running as it
-    is when that cannot run ham."""
+    """Replace the running ham with a new zipapp in place: same pid, every entity kept. ham
+    tries the new code first and keeps running as it is when that cannot run ham. QNX: none
+    (hamtools' ham_reexec())."""
     before = _status()
     pid = _call("ham_reexec", os.path.abspath(zipapp) if zipapp else None)["pid"]
     deadline = time.monotonic() + wait
