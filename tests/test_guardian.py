@@ -152,10 +152,10 @@ def test_an_adopted_process_death_keeps_its_status(runner):
     stranger = subprocess.Popen(["/bin/sleep", "600"])
     try:
         ham_attach("stranger", 0, stranger.pid, None, 0)
-        stranger.send_signal(signal.SIGQUIT)
-        stranger.wait()
+        stranger.send_signal(signal.SIGSEGV)  # (a shell's background job ignores SIGQUIT)
+        stranger.wait(10)
         wait_for(lambda: entity_status("stranger") is None, what="the death")
-        assert '"stranger" died abnormally (killed by SIGQUIT)' in runner.read_log()
+        assert '"stranger" died abnormally (killed by SIGSEGV)' in runner.read_log()
     finally:
         stranger.kill()
 
