@@ -140,7 +140,9 @@ def test_strangers_are_refused_and_passed_fds_never_leak(board):
     for _ in range(5):
         _send(path, b"WATCHDOG=1\nREADY=1", [r for r, _ in readers])  # we are no entity's process
     _send(path, b"x" * 5000)  # over 4096: truncated, dropped
-    wait_for(lambda: "refused: no entity of its own" in ham.read_log(), what="the refusal")
+    # the truncated one came last: once it is logged, ham has taken (and closed) every fd
+    wait_for(lambda: "dropped a datagram that was truncated" in ham.read_log(), what="the last datagram")
+    assert "refused: no entity of its own" in ham.read_log()
     assert _pipes(ham.proc.pid) == pipes_before  # (its sockets come and go with our status calls)
     for r, w in readers:  # ham closed its copies: our write ends see no other reader
         os.close(r)
