@@ -126,7 +126,8 @@ def test_kill_ham_the_guardian_takes_over_with_everything(runner, run_dir):
     assert entity_status("beater") is None  # detached from the new ham
     events = [e["what"] for e in runner.events() if e.get("entity") == "beater"]
     assert events == ["removed"], events  # no missed beat, no death: only the detach
-    assert len(processes_named("ham-guardian")) == len(set(processes_named("ham-guardian")))
+    now = ham_status()  # one ham and one guardian of this runtime dir, no leftover of either
+    assert ham_processes(str(run_dir)) == {"ham": [now["ham_pid"]], "ham-guardian": [now["guardian_pid"]]}
     log = runner.read_log()
     assert f"took over from ham pid {before['ham_pid']} (ham failures: 1)" in log
 
