@@ -56,11 +56,10 @@ def lineage(pid: int) -> tuple[int, int, int] | None:
 def parent(pid: int) -> int:
     """The parent's pid (0 when pid is gone)."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            data = stat.read()
-        return int(data[data.rindex(b")") + 2:].split()[1])
-    except (OSError, ValueError, IndexError):
+        fields = _stat(pid)
+    except OSError:
         return 0
+    return 0 if fields is None else int(fields[1])
 
 
 def is_descendant(pid: int, ancestor: int | None, depth: int = 64) -> bool:

@@ -13,9 +13,11 @@ MAX_ANSWER = 64 * 1024 * 1024  # ham caps its answers lower; this only bounds a 
 class Connection:
     """Talks to ham over its control socket when we may, else its client socket."""
 
-    def __init__(self, prefer_control: bool = True):
+    def __init__(self, prefer_control: bool = True, timeout: float | None = None):
+        """timeout: seconds each connect, send and receive may take (None: no limit)."""
         self.pid = os.getpid()
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)  # CLOEXEC by default
+        self.sock.settimeout(timeout)
         self._next_id = 1
         paths = [runtime.control_socket(), runtime.client_socket()]
         if not prefer_control:

@@ -68,16 +68,8 @@ class Keeper:
     def _reattach(self, name: str) -> None:
         delay = RETRY_FIRST
         while name in self.arguments:
-            try:
-                conn = Connection(prefer_control=False)
-            except OSError:
-                time.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX)
-                continue
-            try:
-                conn.request("attach_self", self.arguments[name])
-            except OSError:
-                conn.close()
+            conn = _attached_again(self.arguments[name])
+            if conn is None:
                 time.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX)
                 continue
@@ -88,3 +80,17 @@ class Keeper:
             self.entities[name] = conn
             old.close()
             return
+
+
+def _attached_again(arguments: dict) -> Connection | None:
+    """A new connection with attach_self repeated on it, or None while no ham answers."""
+    try:
+        conn = Connection(prefer_control=False)
+    except OSError:
+        return None
+    try:
+        conn.request("attach_self", arguments)
+    except OSError:
+        conn.close()
+        return None
+    return conn

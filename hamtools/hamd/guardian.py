@@ -42,6 +42,7 @@ def watch() -> None:
     ham_pid, pipe = int(sys.argv[1]), int(sys.argv[2])
     command = sys.argv[4:]
     os.set_inheritable(pipe, False)
+    os.set_blocking(pipe, False)  # a forked child of ham may hold the write end a moment
     _rename(NAME)
     _protect()
     for signum in IGNORED:
@@ -74,9 +75,7 @@ def _take_over(command: list[str], pipe: int) -> None:
     try:
         if STOP in os.read(pipe, 16):  # ham said it before dying
             sys.exit(0)
-    except BlockingIOError:
-        pass
-    except OSError:
+    except OSError:  # nothing written (EAGAIN)
         pass
     try:
         os.execv(command[0], command)

@@ -77,7 +77,7 @@ class Server:
         return listener
 
     def handover_fds(self) -> dict[str, int]:
-        return {("control", "client")[i]: listener.fileno() for i, listener in enumerate(self.listeners)}
+        return dict(zip(("control", "client"), (listener.fileno() for listener in self.listeners)))
 
     def _accept(self, listener: _socket.socket, control: bool) -> None:
         while True:
