@@ -81,16 +81,28 @@ def flood(run: Path, ham_pid: int, uid: int, gid: int, python: str, lib: str, *,
     from hamtools import ham as h
 
     beater = Beater(hz)
-    for n in range(beaters):
-        beater.add(connect(n, hz, hpdl))
     h.ham_connect(0)
-    for n in range(beaters):  # what a forged state or a missed beat would fire
+
+    def set_up_one() -> bool:
+        """Attach one entity and give it what a forged state or a missed beat would fire,
+        between the beats of those attached already (a pause here would be the bench's miss).
+        The conditions have no actions: HCONDKEEPONEMPTY keeps them, and their fired count."""
+        if len(beater.conns) >= beaters:
+            return False
+        n = len(beater.conns)
+        beater.add(connect(n, hz, hpdl))
         ehdl = h.ham_entity_handle(0, f"e{n:04d}", 0)
-        h.ham_condition(ehdl, h.CONDHBEATMISSEDLOW, "late", 0)
-        h.ham_condition_state(ehdl, "state", h.CONDSTATEANY, h.CONDSTATEANY, 0)
+        h.ham_condition(ehdl, h.CONDHBEATMISSEDLOW, "late", h.HCONDKEEPONEMPTY)
+        h.ham_condition_state(ehdl, "state", h.CONDSTATEANY, h.CONDSTATEANY, h.HCONDKEEPONEMPTY)
+        return True
+
+    while len(beater.conns) < beaters:
+        beater.run(0.005, between=set_up_one)
     h.ham_disconnect(0)
     beater.run(1.0)  # settled before the flood
     before = ham_status()
+    unhealthy_before = unhealthy(before)
+    beater.late = 0.0  # from here on: how late the beater itself sent a beat
     names = [e["name"] for e in before["entities"] if e["type"] != "global"]
     log = run / "ham.log"
     log_before = log.stat().st_size if log.exists() else 0
@@ -127,11 +139,15 @@ def flood(run: Path, ham_pid: int, uid: int, gid: int, python: str, lib: str, *,
         "seconds": float(flood_s), "status_ms": [x * 1e3 for x in ordered],
         "over_10ms": sum(x > 0.010 for x in ordered), "cpu": used / elapsed,
         "fired": fired(status) - fired(before),
-        "unhealthy": [e["name"] for e in status["entities"] if e["heartbeat_state"] not in (None, "healthy")],
+        "unhealthy": unhealthy(status), "unhealthy_before": unhealthy_before, "beater_late_ms": beater.late * 1e3,
         "forged": [e["name"] for e in status["entities"] if e["notify"] or e["state"]],
         "log_growth": (log.stat().st_size if log.exists() else 0) - log_before,
         "ham_pid": status["ham_pid"],
     }
+
+
+def unhealthy(status: dict) -> list[str]:
+    return [e["name"] for e in status["entities"] if e["heartbeat_state"] not in (None, "healthy")]
 
 
 def fired(status: dict) -> int:
@@ -144,5 +160,6 @@ def summary(got: dict) -> str:
             f"{got['sent']:,.0f}/s taken by the kernel for ham; status answered in median "
             f"{ms[len(ms) // 2]:.2f} ms, p99 {ms[int(len(ms) * 0.99)]:.2f} ms, max {ms[-1]:.2f} ms "
             f"({got['over_10ms']} of {len(ms)} over 10 ms); conditions fired {got['fired']}, "
-            f"unhealthy {len(got['unhealthy'])}, forged states {len(got['forged'])}; "
+            f"unhealthy {len(got['unhealthy'])} (before the flood {len(got['unhealthy_before'])}), "
+            f"forged states {len(got['forged'])}; the beater's latest beat {got['beater_late_ms']:.0f} ms late; "
             f"log grew {got['log_growth']:,} bytes; ham at {got['cpu'] * 100:.0f} % of a core")
