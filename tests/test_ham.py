@@ -286,6 +286,24 @@ def send(client, line, expect=None):
         assert client.stdout.readline() == expect + "\n"
 
 
+def test_the_self_attach_thread_leaves_the_applications_signals_alone(ham):
+    """ham_attach_self starts a thread (hamtools.ham.keeper); a signal the application blocks
+    to take it with sigwait or a signalfd must never be delivered to that thread instead,
+    where it would take its default action (found when a test's notify-signal action killed
+    the test process that had a self-attached entity)."""
+    client = ham.python(textwrap.dedent("""\
+        import os, signal
+        from hamtools.ham import ham_attach_self
+        wanted = signal.SIGRTMIN + 1
+        ham_attach_self("signals", 10**9, 1, 3, 0)
+        signal.pthread_sigmask(signal.SIG_BLOCK, [wanted])  # after the thread started: its mask is its own
+        os.kill(os.getpid(), wanted)  # to the process: the kernel picks a thread not blocking it
+        print(signal.sigtimedwait([wanted], 5).si_signo == wanted, flush=True)
+    """))
+    out, err = client.communicate(timeout=30)
+    assert client.returncode == 0 and out == "True\n", (client.returncode, err)
+
+
 def test_missed_heartbeats_fire_low_then_high_once_per_episode(ham, chid):
     client = start_client(ham, "worker", period=0.2, hpdl=1, hpdh=3)
     ehdl = ham_entity_handle(ND_LOCAL_NODE, "worker", 0)  # noqa: F405

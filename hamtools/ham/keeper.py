@@ -12,6 +12,7 @@ conditions and actions are the same ones. Heartbeats sent while the connection i
 dropped, as when ham is busy; the new ham starts each heartbeat period afresh.
 """
 
+import _signal
 import os
 import select
 import threading
@@ -30,7 +31,14 @@ class Keeper:
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_read, False)
         self._thread = threading.Thread(target=self._run, name="ham-keeper", daemon=True)
-        self._thread.start()
+        # Born with every signal blocked: a signal sent to the process then goes to one of the
+        # application's threads, never to this one, where a signal the application blocks to
+        # read it from a signalfd or sigwait would take its default action (often death).
+        mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())
+        try:
+            self._thread.start()
+        finally:
+            _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
 
     def attached(self, name: str, arguments: dict) -> None:
         self.arguments[name] = arguments
