@@ -289,8 +289,8 @@ def check_ops(script: list) -> None:
             except HamError as refused:
                 assert refused.errno and isinstance(refused.strerror, str)
                 continue
-            cjson.dumps(result)
-        cjson.dumps(ham.status())
+            hamproto.encode_answer(result)  # as hamd.server answers it
+        cjson.loads(ham.status())
         ham.save()
 
 
@@ -331,7 +331,7 @@ def check_notify_applied(data: bytes) -> None:
                 notify.received(data, os.getpid(), uid, uid)
         finally:
             notify.close()
-        cjson.dumps(ham.status())
+        cjson.loads(ham.status())
 
 
 # ---- configuration files: seed 001's startup file and TOML ----------------------------------

@@ -24,6 +24,13 @@ def test_same_text_and_values_as_json(value):
     assert cjson.loads(f" \n\t{text}\r ") == json.loads(text)
 
 
+@pytest.mark.parametrize("head, items", [({}, []), ({"a": 1}, []), ({}, [{"x": [1]}, 2]),
+                                         ({"a": {"b": None}, "c": "d"}, ["e", {"f": 1.5}, [], {}])])
+def test_dumps_with_list_is_dumps_of_the_whole(head, items):
+    expected = json.dumps({**head, "list": items}, separators=(",", ":"))
+    assert cjson.dumps_with_list(head, "list", iter(items)) == expected
+
+
 @pytest.mark.parametrize("bad", ["", " ", "{", "[1,]", "1 2", "nul", '{"a":1}x', "{not json",
                                  '"unterminated', '{"a" 1}', '["\x01"]', b"\xff\xfe"])
 def test_malformed_text_is_a_value_error(bad):

@@ -125,6 +125,25 @@ def test_reader_removed_by_earlier_callback_in_same_batch_does_not_run():
             sock.close()
 
 
+def test_a_reader_added_first_runs_before_the_others_in_its_turn():
+    loop = Loop()
+    pairs = [socket.socketpair() for _ in range(6)]
+    ran = []
+    for n, (reader, _) in enumerate(pairs):
+        loop.add_reader(reader.fileno(), lambda n=n, r=reader: ran.append(n) or r.recv(1), first=n == 4)
+    for _, writer in reversed(pairs):  # the urgent one becomes readable neither first nor last
+        writer.send(b"x")
+    loop.run_once()
+    assert sorted(ran) == list(range(6)) and ran[0] == 4
+    loop.remove_reader(pairs[4][0].fileno())  # gone from the urgent set with its fd
+    loop.add_reader(pairs[4][0].fileno(), lambda: ran.append("again") or pairs[4][0].recv(1))
+    assert loop._first == set()
+    loop.close()
+    for pair in pairs:
+        for sock in pair:
+            sock.close()
+
+
 def test_reader_and_writer_on_one_fd():
     loop = Loop()
     a, b = socket.socketpair()

@@ -305,3 +305,35 @@ def test_reloading_stopping_errno_and_a_new_watchdog_period(board, tmp_path):
     assert final["ready"] and final["notify"]["status"] == "bye"
     notes = [e["note"] for e in ham.events() if e["what"] == "notify"]
     assert notes == ["ERRNO=5 RELOADING WATCHDOG_USEC=5000000", "STOPPING"]
+
+
+def test_a_uid_with_no_entity_is_refused_without_walking_its_ancestry(monkeypatch):
+    """Found by scripts/bench_flood: each stranger's datagram walked up its ancestry through
+    /proc (and rebuilt the pid index at every step) only to be refused at the end. A uid that
+    owns no running entity is now refused at once; one whose entity is newer than the index
+    is still found, through the sender's parent."""
+    import subprocess
+
+    from hamtools.core import proc
+    from hamtools.hamd import notify as notify_module
+    from hamtools.hamd.notify import NotifySocket
+    from tests.fuzzing import _Conn
+    from tests.hamfix import in_process_ham
+
+    walked = []
+    real_parent = proc.parent
+    monkeypatch.setattr(notify_module.proc, "parent", lambda pid: walked.append(pid) or real_parent(pid))
+    child = subprocess.Popen(["sleep", "60"])  # the sender: a process of ours
+    with in_process_ham() as ham:
+        sock = NotifySocket(ham, os.path.join(ham.runtime_dir, "notify"))
+        try:
+            ham.requests.handle(_Conn(4242, control=False), "attach_self", {"name": "theirs", "hp": 10**9})
+            assert sock.sender_entity(child.pid, 4243) is None and walked == []  # a stranger
+            assert sock.sender_entity(os.getpid(), 4242).name == "theirs" and walked == []
+            ham.model.entities["theirs"].pid = None  # gone: the index is stale now
+            ham.requests.handle(_Conn(4244, control=False), "attach_self", {"name": "late", "hp": 10**9})
+            assert sock.sender_entity(child.pid, 4244).name == "late" and walked == [child.pid]
+        finally:
+            sock.close()
+            child.kill()
+            child.wait()

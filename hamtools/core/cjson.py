@@ -45,6 +45,15 @@ def dumps(obj) -> str:
     return "".join(_encode(obj, 0))
 
 
+def dumps_with_list(obj: dict, key: str, items) -> str:
+    """dumps({**obj, key: list(items)}), each item encoded on its own: the encoder's chunks
+    and the items' dicts then peak at one item's worth, not the whole list's, and a peak stays
+    in the daemon's heap (its resident size is budgeted)."""
+    joined = ",".join(dumps(item) for item in items)
+    head = dumps(obj)
+    return f'{head[:-1]}{"," if obj else ""}{dumps(key)}:[{joined}]}}'
+
+
 def scan(text: str, start: int):
     """(the JSON value that starts at text[start], the index after it); ValueError if none."""
     try:

@@ -80,4 +80,6 @@ HAREPLACERECOVERYFN = 0x0001
 
 
 def flag_names(flags: int, table: dict[int, str]) -> list[str]:
+    if not flags:  # most: a status names the flags of every entity, condition and action
+        return []
     return [name for bit, name in table.items() if flags & bit]

@@ -1,7 +1,7 @@
 """One-thread event loop: epoll file descriptors, a timer heap on the injected clock, signals.
 
 Every input becomes a callback on this one thread (the s6/runit shape: one wait, one deadline):
-  * file descriptors: add_reader / add_writer (sockets, pidfds, pipes);
+  * file descriptors: add_reader / add_writer (sockets, pidfds, pipes), some served first;
   * processes: watch_pidfd (a pidfd is readable once the process has exited);
   * timers: call_later / call_at, a heap ordered by the clock's monotonic time;
   * signals: add_signal; the C-level handler writes the signal number into a non-blocking
@@ -50,6 +50,7 @@ class Loop:
         self.wakeups = 0
         self._epoll = select.epoll()
         self._callbacks: dict[int, list] = {}  # fd -> [on readable, on writable]
+        self._first: set[int] = set()  # fds served first in a turn (add_reader's first)
         self._timers: list[tuple[float, int, Timer]] = []
         self._seq = itertools.count()
         self._running = False
@@ -60,8 +61,12 @@ class Loop:
 
     # -- file descriptors -------------------------------------------------------------
 
-    def add_reader(self, fd: int, callback) -> None:
+    def add_reader(self, fd: int, callback, first: bool = False) -> None:
+        """first: in a turn where several fds are ready, this one's callback runs before the
+        others' (an administrator's request is not kept behind a flood of strangers')."""
         self._set_interest(fd, 0, callback)
+        if first:
+            self._first.add(fd)
 
     def add_writer(self, fd: int, callback) -> None:
         self._set_interest(fd, 1, callback)
@@ -92,6 +97,7 @@ class Loop:
         events = (_READ if callbacks[0] else 0) | (_WRITE if callbacks[1] else 0)
         if not events:
             del self._callbacks[fd]
+            self._first.discard(fd)
             self._epoll.unregister(fd)
         elif known:
             self._epoll.modify(fd, events)
@@ -174,6 +180,8 @@ class Loop:
         self.wakeups += 1
         if not events and timeout is not None:
             self.clock.slept(timeout)
+        if self._first and len(events) > 1:
+            events.sort(key=lambda event: event[0] not in self._first)  # stable: the rest keep their order
         batch = [(fd, mask, tuple(self._callbacks.get(fd, (None, None)))) for fd, mask in events]
         for fd, mask, (on_read, on_write) in batch:
             # Hang-up and error count for both sides, as in selectors. A callback run earlier

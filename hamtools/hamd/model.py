@@ -9,9 +9,12 @@ Every refusal is a HamError carrying the errno QNX documents.
 
 import errno
 import math
+import os
 
 from hamtools.core import hamconsts as q
 
+ADMIN_UIDS = (0, os.geteuid())  # root and ham's own uid, who may do anything (ham never changes
+#                                 its uid; asked once: a flood is checked message by message)
 GLOBAL = ".__global"  # the global entity's name (QNX's hidden name for it)
 SCHEMA = 1
 

@@ -68,7 +68,8 @@ class NotifySocket:
         senders said during the takeover still queued in it."""
         self.ham = ham
         self.path = path
-        self._index: dict[int, object] = {}  # pid -> entity, rebuilt when found stale
+        self._index: dict[int, object] = {}  # pid -> entity, rebuilt when found stale or wanting
+        self._uids: set[int] = set()  # the owners of the entities in it
         self.sock = (handover and handover.take_socket("notify", path, _socket.SOCK_DGRAM)) or _bind(path)
         ham.loop.add_reader(self.sock.fileno(), self._readable)
 
@@ -116,9 +117,23 @@ class NotifySocket:
         self.apply(entity, fields, pid, uid)
 
     def sender_entity(self, pid: int, uid: int):
-        """The entity whose process is pid or an ancestor of it, if uid may speak for it."""
+        """The entity whose process is pid or an ancestor of it, if uid may speak for it.
+        A uid that owns no running entity may speak for none: it is refused before the walk
+        up its ancestry, which a flood of strangers' datagrams would make ham do for each."""
+        if uid != 0 and uid not in self._uids:
+            self._reindex()
+            if uid not in self._uids:
+                return None
+        reindexed = False
         for _ in range(MAX_ANCESTRY):
-            entity = self._entity_of(pid)
+            entity = self._index.get(pid)
+            if entity is not None and (entity.pid != pid or self.ham.model.entities.get(entity.name) is not entity):
+                entity = None  # stale: the index is rebuilt below
+                self._index.pop(pid)
+            if entity is None and not reindexed:  # once per datagram, however long the walk
+                self._reindex()
+                reindexed = True
+                entity = self._index.get(pid)
             if entity is not None:
                 return entity if uid in (0, entity.uid) else None
             pid = proc.parent(pid)
@@ -126,13 +141,9 @@ class NotifySocket:
                 return None
         return None
 
-    def _entity_of(self, pid: int):
-        entity = self._index.get(pid)
-        if entity is None or entity.pid != pid or self.ham.model.entities.get(entity.name) is not entity:
-            self._index = {e.pid: e for e in self.ham.model.entities.values()
-                           if e.pid is not None and e.kind != "global"}
-            entity = self._index.get(pid)
-        return entity
+    def _reindex(self) -> None:
+        self._index = {e.pid: e for e in self.ham.model.entities.values() if e.pid is not None and e.kind != "global"}
+        self._uids = {e.uid for e in self._index.values()}
 
     # ---- what it says ---------------------------------------------------------------------
 

@@ -15,10 +15,10 @@ descendant of it.
 import errno
 import os
 
-from hamtools.core import proc, words
+from hamtools.core import hamproto as protocol, proc, words
 from hamtools.core import hamconsts as q
 from hamtools.hamd.model import (
-    FOREIGN_ROOM, GLOBAL, Action, Condition, Entity, FailAction, HamError, check_name, is_int64,
+    ADMIN_UIDS, FOREIGN_ROOM, GLOBAL, Action, Condition, Entity, FailAction, HamError, check_name, is_int64,
 )
 
 
@@ -96,7 +96,7 @@ class Requests:
     # ---- authorisation ----------------------------------------------------------------
 
     def privileged(self, conn) -> bool:
-        return conn.uid in (0, os.geteuid())
+        return conn.uid in ADMIN_UIDS
 
     def _may_administer(self, conn) -> bool:
         return self.privileged(conn) or conn.control
@@ -446,7 +446,7 @@ class Requests:
     # ---- ham itself -------------------------------------------------------------------
 
     def op_status(self, conn, args):
-        return self.ham.status()
+        return protocol.Encoded(self.ham.status())
 
     def op_verbose(self, conn, args):
         op, value = _int(args, "op", q.VERBOSE_GET), _int(args, "value", 0)

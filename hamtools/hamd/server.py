@@ -17,18 +17,19 @@ import _socket
 from hamtools.core import wire
 from hamtools.core.seqpacket import peer_credentials, read_datagram
 from hamtools.core import hamproto as protocol
-from hamtools.hamd.model import HamError
+from hamtools.hamd.model import ADMIN_UIDS, HamError
 
 # Peers each socket admits: the control socket has its own room, so users filling the client
 # socket cannot lock administrators out; one unprivileged uid gets a share of the client socket.
 MAX_PEERS = {"control": 64, "client": 1024}
 MAX_PEERS_PER_UID = 128
 BURST = 64  # datagrams read from one peer per wakeup, so one flooder cannot starve others
-UID_BURST = 64  # ... and from all the peers of one unprivileged uid together: however many
+UID_BURST = 16  # ... and from all the peers of one unprivileged uid together: however many
 #                 connections a flooding user opens, ham's answer to anyone else waits for at
 #                 most this much of its work (scripts/bench_flood)
 
 
+BIG_ANSWER = 16 * 1024  # an answer this long (a status of dozens of entities) is followed by a heap trim
 MAX_ANSWER = 16 * 1024 * 1024  # the longest answer (a status of thousands of entities)
 MAX_QUEUED = 32 * 1024 * 1024  # answers waiting for a peer that reads slowly; past that, it stalls
 
@@ -62,7 +63,7 @@ class Server:
             listener = (handover and handover.take_socket(name, path, _socket.SOCK_SEQPACKET)) or self._bind(path, mode)
             listener.setblocking(False)
             self.listeners.append(listener)
-            self.loop.add_reader(listener.fileno(), lambda l=listener, c=control: self._accept(l, c))
+            self.loop.add_reader(listener.fileno(), lambda l=listener, c=control: self._accept(l, c), first=control)
 
     def _bind(self, path: str, mode: int) -> _socket.socket:
         try:
@@ -99,13 +100,13 @@ class Server:
             sock.setblocking(False)
             conn = Conn(sock, pid, uid, gid, control)
             self.conns[sock.fileno()] = conn
-            self.loop.add_reader(sock.fileno(), lambda c=conn: self._readable(c))
+            self.loop.add_reader(sock.fileno(), lambda c=conn: self._readable(c), first=control)
 
     def _refusal(self, control: bool, uid: int) -> str | None:
         peers = [c for c in self.conns.values() if c.control == control]
         if len(peers) >= MAX_PEERS["control" if control else "client"]:
             return "too many peers"
-        if (not control and uid not in (0, os.geteuid())
+        if (not control and uid not in ADMIN_UIDS
                 and sum(c.uid == uid for c in peers) >= MAX_PEERS_PER_UID):
             return f"uid {uid} has {MAX_PEERS_PER_UID} connections already"
         return None
@@ -113,14 +114,14 @@ class Server:
     def _allowance(self, conn: Conn) -> int:
         """Datagrams to read from conn in this turn of the loop (the rest wait for the next:
         the socket stays readable)."""
-        if conn.uid in (0, os.geteuid()):
+        if conn.uid in ADMIN_UIDS:
             return BURST
         if self._turn != self.loop.wakeups:
             self._turn, self._read_by_uid = self.loop.wakeups, {}
         return min(BURST, UID_BURST - self._read_by_uid.get(conn.uid, 0))
 
     def _readable(self, conn: Conn) -> None:
-        counted = conn.uid not in (0, os.geteuid())
+        counted = conn.uid not in ADMIN_UIDS
         for _ in range(self._allowance(conn)):
             got = read_datagram(conn.sock, wire.MAX_FRAME)
             if got is None:
@@ -169,6 +170,8 @@ class Server:
             status, body = protocol.encode_failure(errno.E2BIG, f"the answer is over {MAX_ANSWER} bytes")
         frames = list(wire.encode_long_reply(frame.msg_id, status, body))
         self.ham.when_saved(lambda: self._send_all(conn, frames))
+        if len(body) > BIG_ANSWER:
+            self.ham.trim_soon()
 
     def _send_all(self, conn: Conn, frames: list[bytes]) -> None:
         for data in frames:

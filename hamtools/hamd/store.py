@@ -53,11 +53,8 @@ class Store:
                     pass
 
     def save(self, model: Model, meta: dict) -> None:
-        # Entity by entity: building the whole tree as one dict first would leave its peak in
-        # ham's heap for good (the resident size is budgeted).
-        entities = ",".join(cjson.dumps(e.to_dict()) for e in model.entities.values())
-        data = (f'{{"model":{{"schema":{SCHEMA},"entities":[{entities}]}},'
-                f'"ham":{cjson.dumps(meta)}}}')
+        entities = cjson.dumps_with_list({"schema": SCHEMA}, "entities", (e.to_dict() for e in model.entities.values()))
+        data = f'{{"model":{entities},"ham":{cjson.dumps(meta)}}}'
         write_atomic(self.path, data.encode(), 0o600)
         self.saved = set(model.entities)
 
