@@ -130,18 +130,20 @@ def ham(tmp_path, monkeypatch):
 
 
 @contextmanager
-def in_process_ham():
+def in_process_ham(clock=None):
     """A real Ham in this process on a private runtime directory, not started (no sockets, no
     loop running): for what needs its parts one call at a time (request handling, notify
-    parsing, the server's reading), run on its loop by the caller."""
+    parsing, the server's reading), run on its loop by the caller; clock: a FakeClock, or the
+    real one."""
     from hamtools.core.clock import REAL
     from hamtools.core.loop import Loop
     from hamtools.hamd.daemon import Ham
     from hamtools.hamd.hlog import HamLog
 
+    clock = clock or REAL
     with tempfile.TemporaryDirectory(prefix="ham-inproc.") as where:
-        loop = Loop(REAL)
-        ham = Ham(loop, where, HamLog(REAL, verbosity=4, path=os.path.join(where, "ham.log")))
+        loop = Loop(clock)
+        ham = Ham(loop, where, HamLog(clock, verbosity=4, path=os.path.join(where, "ham.log")))
         try:
             yield ham
         finally:

@@ -70,3 +70,59 @@ def test_one_users_connections_share_one_burst_per_turn_of_the_loop():
         for _, theirs in peers:
             theirs.close()
 
+
+
+def test_a_uid_past_its_rate_is_paused_until_its_allowance_refills():
+    """Sharing a burst per turn still let one flooding uid keep ham at 90 % of a core: each
+    unprivileged uid now has UID_RATE datagrams/s (bursts of UID_RESERVE) read from all its
+    peers together; past that ham stops watching them until a burst's worth has refilled,
+    and root is never held to it. On a fake clock: no time passes unless the test says so."""
+    import socket
+
+    from hamtools.core import hamproto, wire
+    from hamtools.core.clock import FakeClock
+    from hamtools.hamd.server import UID_BURST, UID_RATE, UID_RESERVE, Conn
+    from tests.hamfix import in_process_ham
+
+    beat = wire.encode_pulse(wire.Pulse(code=hamproto.HBEAT_CODE, value=0))  # no answer to read
+    clock = FakeClock()
+    with in_process_ham(clock) as ham:
+        server = ham.server
+        peers = []
+        for uid in (4242,) * 4 + (0,):
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            ours.setblocking(False)
+            conn = Conn(ours, os.getpid(), uid, uid, False)
+            server.conns[ours.fileno()] = conn
+            server._watch(conn)
+            for _ in range(200):  # 800 from uid 4242 in all: more than its reserve
+                theirs.send(beat)
+            peers.append((conn, theirs))
+        flooder = [conn for conn, _ in peers if conn.uid == 4242]
+
+        for _ in range(UID_RESERVE // UID_BURST + 5):
+            ham.loop.run_once()
+        assert sum(_queued(c.sock) for c in flooder) == 800 - UID_RESERVE  # its reserve, not one more
+        assert _queued(peers[-1][0].sock) == 0  # root's were all read
+        assert all(ham.loop._registered(c.sock.fileno(), 0) is None for c in flooder)  # not watched
+        clock.advance(UID_BURST / UID_RATE)  # a burst's worth of allowance back
+        for _ in range(3):
+            ham.loop.run_once()
+        assert sum(_queued(c.sock) for c in flooder) == 800 - UID_RESERVE - UID_BURST
+        with open(os.path.join(ham.runtime_dir, "ham.log")) as log:
+            assert f"uid 4242 sends more than {UID_RATE} messages/s" in log.read()
+        server.shutdown()
+        for _, theirs in peers:
+            theirs.close()
+
+
+def _queued(sock) -> int:
+    """Datagrams waiting in sock's receive queue (SIOCINQ gives bytes; each beat is one size)."""
+    import fcntl
+    import struct
+    import termios
+
+    from hamtools.core import hamproto, wire
+
+    size = len(wire.encode_pulse(wire.Pulse(code=hamproto.HBEAT_CODE, value=0)))
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0" * 4))[0] // size

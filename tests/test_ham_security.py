@@ -416,7 +416,10 @@ print("sent")
     malformed = [line for line in lines if "malformed message from" in line]
     assert 1 <= len(refused) <= LIMITED_LINES and 1 <= len(malformed) <= LIMITED_LINES
     counts = [line for line in lines if "not logged" in line]
-    assert len(counts) == 2 and len(lines) < 20
+    kinds = {kind for line in counts for kind in ("refused requests", "malformed messages", "paused peers")
+             if f"more {kind} of uid" in line}
+    # (9,000 datagrams as fast as ham answers: past UID_RATE, so its peers were paused too)
+    assert len(counts) == len(kinds) and {"refused requests", "malformed messages"} <= kinds and len(lines) < 25
     assert f"{6000 - len(refused)} more refused requests of uid {second_user.pw_uid}" in "\n".join(counts)
 
 

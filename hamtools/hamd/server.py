@@ -27,6 +27,11 @@ BURST = 64  # datagrams read from one peer per wakeup, so one flooder cannot sta
 UID_BURST = 16  # ... and from all the peers of one unprivileged uid together: however many
 #                 connections a flooding user opens, ham's answer to anyone else waits for at
 #                 most this much of its work (scripts/bench_flood)
+UID_RATE = 5000  # datagrams per second ham reads from one unprivileged uid's peers, in bursts
+UID_RESERVE = 500  # of up to this many; past that it stops reading them until the allowance
+#                    refills (they wait in the kernel's queues), so a flooding user gets a
+#                    bounded share of ham's time, not the 90 % of a core it took; 256 entities
+#                    (what one uid may own) beating at 10 Hz are half of it
 
 
 BIG_ANSWER = 16 * 1024  # an answer this long (a status of dozens of entities) is followed by a heap trim
@@ -54,6 +59,8 @@ class Server:
         self.conns: dict[int, Conn] = {}
         self._turn = -1  # the loop's wakeup that _read_by_uid counts for
         self._read_by_uid: dict[int, int] = {}
+        self._allowances: dict[int, list[float]] = {}  # uid -> [datagrams it may send, as of when]
+        self._paused: dict[int, object] = {}  # uid -> the timer that reads its peers again
 
     def open(self, handover=None) -> None:
         """Bind the two sockets, or take them from the ham before us (hamd.handover): then
@@ -100,7 +107,10 @@ class Server:
             sock.setblocking(False)
             conn = Conn(sock, pid, uid, gid, control)
             self.conns[sock.fileno()] = conn
-            self.loop.add_reader(sock.fileno(), lambda c=conn: self._readable(c), first=control)
+            self._watch(conn)
+
+    def _watch(self, conn: Conn) -> None:
+        self.loop.add_reader(conn.sock.fileno(), lambda: self._readable(conn), first=conn.control)
 
     def _refusal(self, control: bool, uid: int) -> str | None:
         peers = [c for c in self.conns.values() if c.control == control]
@@ -113,12 +123,45 @@ class Server:
 
     def _allowance(self, conn: Conn) -> int:
         """Datagrams to read from conn in this turn of the loop (the rest wait for the next:
-        the socket stays readable)."""
+        the socket stays readable); an unprivileged uid past its rate is paused instead."""
         if conn.uid in ADMIN_UIDS:
             return BURST
         if self._turn != self.loop.wakeups:
             self._turn, self._read_by_uid = self.loop.wakeups, {}
-        return min(BURST, UID_BURST - self._read_by_uid.get(conn.uid, 0))
+        now = self.loop.clock.monotonic()
+        if conn.uid not in self._allowances and len(self._allowances) >= MAX_PEERS["client"]:
+            self._forget_refilled(now)
+        allowance = self._allowances.setdefault(conn.uid, [UID_RESERVE, now])
+        allowance[:] = [min(UID_RESERVE, allowance[0] + (now - allowance[1]) * UID_RATE), now]
+        if allowance[0] < 1:
+            self._pause(conn.uid, allowance[0])
+            return 0
+        # (the epsilon: the resume timer fires when a whole burst has refilled, not a hair less)
+        return min(BURST, UID_BURST - self._read_by_uid.get(conn.uid, 0), int(allowance[0] + 1e-9))
+
+    def _forget_refilled(self, now: float) -> None:
+        """Drop the allowances that have refilled (as good as new): the table stays bounded,
+        and a uid cannot refill its own by closing its peers and connecting again."""
+        for uid, (left, when) in list(self._allowances.items()):
+            if left + (now - when) * UID_RATE >= UID_RESERVE:
+                del self._allowances[uid]
+
+    def _pause(self, uid: int, allowance: float) -> None:
+        """Stop reading uid's peers until it may send a burst again (a socket left readable
+        would wake the loop at once, again and again)."""
+        for conn in self.conns.values():
+            if conn.uid == uid:
+                self.loop.remove_reader(conn.sock.fileno())
+        if uid not in self._paused:
+            self._paused[uid] = self.loop.call_later((UID_BURST - allowance) / UID_RATE, lambda: self._resume(uid))
+            self.ham.log.limited(1, f"paused peers of uid {uid}",
+                                 f"uid {uid} sends more than {UID_RATE} messages/s: its peers wait")
+
+    def _resume(self, uid: int) -> None:
+        del self._paused[uid]
+        for conn in self.conns.values():
+            if conn.uid == uid:
+                self._watch(conn)
 
     def _readable(self, conn: Conn) -> None:
         counted = conn.uid not in ADMIN_UIDS
@@ -128,6 +171,7 @@ class Server:
                 return
             if counted:
                 self._read_by_uid[conn.uid] = self._read_by_uid.get(conn.uid, 0) + 1
+                self._allowances[conn.uid][0] -= 1
             data, truncated = got
             if not data:
                 self.close(conn)
@@ -239,6 +283,9 @@ class Server:
         conn.self_entities.clear()
 
     def shutdown(self) -> None:
+        for timer in self._paused.values():
+            timer.cancel()
+        self._paused.clear()
         for conn in list(self.conns.values()):
             self.loop.remove_reader(conn.sock.fileno())
             if conn.out:

@@ -69,10 +69,11 @@ def world_readable_tree(root: Path) -> str:
 
 
 def flood(run: Path, ham_pid: int, uid: int, gid: int, python: str, lib: str, *, rate: float,
-          seconds: float, beaters: int = 20, hz: float = 10.0, hpdl: int = 3) -> dict:
+          seconds: float, beaters: int = 20, hz: float = 10.0, hpdl: int = 3, calm: float = 0.0) -> dict:
     """Flood ham on runtime dir run for seconds from uid; meanwhile beat `beaters` root
     entities at hz (MISSEDLOW after hpdl periods: a loaded machine's scheduling is no false
-    miss of ham's) and time a status request every 20 ms. The figures and what judges the
+    miss of ham's) and time a status request every 20 ms, for `calm` seconds before the flood
+    too (the same requests without it, side by side). The figures and what judges the
     properties: conditions fired during the flood, heartbeat states, log growth."""
     from hamtools.ham import ham_status
     from hamtools.ham.client import Connection
@@ -118,6 +119,8 @@ def flood(run: Path, ham_pid: int, uid: int, gid: int, python: str, lib: str, *,
         next_probe[0] = time.monotonic() + 0.02
         return True
 
+    beater.run(calm, between=probe)
+    calm_latencies, latencies[:] = sorted(latencies), []
     cpu = cpu_seconds(ham_pid)
     flooder = subprocess.Popen([python, "-I", "-c", f"import sys; sys.path.insert(0, {lib!r})\n" + FLOODER,
                                 str(run), str(rate), str(seconds), ",".join(names)],
@@ -137,6 +140,7 @@ def flood(run: Path, ham_pid: int, uid: int, gid: int, python: str, lib: str, *,
     return {
         "tried": int(tried) / float(flood_s), "sent": int(sent) / float(flood_s), "answers": int(answers),
         "seconds": float(flood_s), "status_ms": [x * 1e3 for x in ordered],
+        "calm_status_ms": [x * 1e3 for x in calm_latencies],
         "over_10ms": sum(x > 0.010 for x in ordered), "cpu": used / elapsed,
         "fired": fired(status) - fired(before),
         "unhealthy": unhealthy(status), "unhealthy_before": unhealthy_before, "beater_late_ms": beater.late * 1e3,
@@ -154,12 +158,18 @@ def fired(status: dict) -> int:
     return sum(c["fired"] for e in status["entities"] for c in e["conditions"])
 
 
+def _spread(ms: list[float]) -> str:
+    return f"median {ms[len(ms) // 2]:.2f} ms, p99 {ms[int(len(ms) * 0.99)]:.2f} ms, max {ms[-1]:.2f} ms"
+
+
 def summary(got: dict) -> str:
-    ms = got["status_ms"]
+    ms, calm = got["status_ms"], got["calm_status_ms"]
     return (f"flood: {got['tried']:,.0f}/s offered by an unauthorised uid for {got['seconds']:.1f} s, "
-            f"{got['sent']:,.0f}/s taken by the kernel for ham; status answered in median "
-            f"{ms[len(ms) // 2]:.2f} ms, p99 {ms[int(len(ms) * 0.99)]:.2f} ms, max {ms[-1]:.2f} ms "
-            f"({got['over_10ms']} of {len(ms)} over 10 ms); conditions fired {got['fired']}, "
+            f"{got['sent']:,.0f}/s taken by the kernel for ham; status answered in {_spread(ms)} "
+            f"({got['over_10ms']} of {len(ms)} over 10 ms)"
+            + (f"; before the flood, the same: {_spread(calm)} ({sum(x > 10 for x in calm)} of {len(calm)} "
+               f"over 10 ms)" if calm else "")
+            + f"; conditions fired {got['fired']}, "
             f"unhealthy {len(got['unhealthy'])} (before the flood {len(got['unhealthy_before'])}), "
             f"forged states {len(got['forged'])}; the beater's latest beat {got['beater_late_ms']:.0f} ms late; "
             f"log grew {got['log_growth']:,} bytes; ham at {got['cpu'] * 100:.0f} % of a core")
