@@ -308,6 +308,25 @@ def test_on_limit_escalate_restarts_the_group(board, tmp_path):
     wait_for(lambda: len(lives(record)) >= 3, what="fragile restarted too")
 
 
+def test_stopping_a_service_whose_exit_was_seen_already_completes_at_once():
+    """Found by test_on_limit_escalate_restarts_the_group (once the control socket was served
+    first in a turn): a service died after ham_stop was asked and before the stop began;
+    while ham stops a death is not handled, so the entity kept the dead pid, and the stop
+    waited for an exit that had come and gone: ham never ended."""
+    from hamtools.core import proc
+    from hamtools.hamd.model import Entity
+    from tests.hamfix import in_process_ham
+
+    gone = subprocess.Popen(["sleep", "0.01"])
+    start = proc.start_time(gone.pid)
+    gone.wait()  # reaped: as ham had reaped it
+    with in_process_ham() as ham:
+        entity = ham.model.add_entity(Entity("gone", argv=["sleep", "0.01"], pid=gone.pid, start=start))
+        done = []
+        ham.services.stop(entity, then=lambda: done.append(entity.run))
+        assert done == ["stopped"] and entity.pid is None and not ham.services.stopping
+
+
 def test_on_limit_reboot_refused_leaves_ham_running_and_the_service_failed(board, tmp_path):
     go, record = tmp_path / "go", tmp_path / "lives"
     fragile = spec("fragile", f"while [ ! -e {go} ]; do sleep 0.05; done; echo life >> {record}; exit 1",

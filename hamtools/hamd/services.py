@@ -488,7 +488,12 @@ class Services:
 
         self.stopping.add(entity.name)
         stopping = child.stop(pid, entity.service or _plain(entity), self.loop, lambda: None, start=entity.start)
-        self.ham.after_exit(pid, lambda: (stopping and stopping.cancel(), self._stopped(entity, then)))
+        if stopping is None:  # gone, and its exit seen already (while ham stops that is no death)
+            self.ham.forget(entity)
+            entity.pid = entity.start = None
+            self._stopped(entity, then)
+            return
+        self.ham.after_exit(pid, lambda: (stopping.cancel(), self._stopped(entity, then)))
 
     def _stopped(self, entity: Entity, then) -> None:
         self.stopping.discard(entity.name)
