@@ -71,7 +71,6 @@ def test_one_users_connections_share_one_burst_per_turn_of_the_loop():
             theirs.close()
 
 
-
 def test_a_uid_past_its_rate_is_paused_until_its_allowance_refills():
     """Sharing a burst per turn still let one flooding uid keep ham at 90 % of a core: each
     unprivileged uid now has UID_RATE datagrams/s (bursts of UID_RESERVE) read from all its
@@ -102,13 +101,13 @@ def test_a_uid_past_its_rate_is_paused_until_its_allowance_refills():
 
         for _ in range(UID_RESERVE // UID_BURST + 5):
             ham.loop.run_once()
-        assert sum(_queued(c.sock) for c in flooder) == 800 - UID_RESERVE  # its reserve, not one more
-        assert _queued(peers[-1][0].sock) == 0  # root's were all read
+        assert sum(_queued(c.sock, len(beat)) for c in flooder) == 800 - UID_RESERVE  # its reserve, not one more
+        assert _queued(peers[-1][0].sock, len(beat)) == 0  # root's were all read
         assert all(ham.loop._registered(c.sock.fileno(), 0) is None for c in flooder)  # not watched
         clock.advance(UID_BURST / UID_RATE)  # a burst's worth of allowance back
         for _ in range(3):
             ham.loop.run_once()
-        assert sum(_queued(c.sock) for c in flooder) == 800 - UID_RESERVE - UID_BURST
+        assert sum(_queued(c.sock, len(beat)) for c in flooder) == 800 - UID_RESERVE - UID_BURST
         with open(os.path.join(ham.runtime_dir, "ham.log")) as log:
             assert f"uid 4242 sends more than {UID_RATE} messages/s" in log.read()
         server.shutdown()
@@ -116,13 +115,10 @@ def test_a_uid_past_its_rate_is_paused_until_its_allowance_refills():
             theirs.close()
 
 
-def _queued(sock) -> int:
-    """Datagrams waiting in sock's receive queue (SIOCINQ gives bytes; each beat is one size)."""
+def _queued(sock, size: int) -> int:
+    """Datagrams of size bytes waiting in sock's receive queue (FIONREAD counts bytes)."""
     import fcntl
     import struct
     import termios
 
-    from hamtools.core import hamproto, wire
-
-    size = len(wire.encode_pulse(wire.Pulse(code=hamproto.HBEAT_CODE, value=0)))
     return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0" * 4))[0] // size

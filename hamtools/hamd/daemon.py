@@ -525,9 +525,9 @@ class Ham:
 
     def trim_soon(self) -> None:
         """Give the heap that requests and their documents freed back to the system, once, at
-        the end of this turn of the loop (a quarter of a megabyte after a save with 100
-        entities; ham's resident size is budgeted). Called after saves, which are coalesced,
-        and big answers: never on the death -> respawn path."""
+        the end of this turn of the loop (about 0.1 MB with 100 entities; ham's resident size
+        is budgeted). Called after saves, which are coalesced, and big answers: never on the
+        death -> respawn path."""
         if self._trim_timer is None:
             self._trim_timer = self.loop.call_later(0, self._trim)
 
