@@ -154,7 +154,10 @@ def starve_by_sigkill(timeout):
     with, so the host can tell how long after the kill the reset came.
     """
     proc = feeder("-F", "-T", str(timeout), DEVICE)
+    # the feeder opens (arming it with the timeout the step before left) and then sets its
+    # own: a kill between the two would leave that countdown running, so wait for both
     wait_attribute("state", "active")
+    wait_attribute("timeout", str(timeout), 5)
     proc.kill()
     with open(os.path.join(os.environ["VM_SHARE"], "feeder-killed"), "w") as f:
         f.write(f"{uptime()}\n")
