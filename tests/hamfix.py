@@ -21,6 +21,7 @@ class HamRunner:
         self.log = os.path.join(self.dir, "ham.log")
         self.extra_args = list(extra_args)
         self.extra_env = {}  # more of ham's environment
+        self.prefix = []  # a command that execs ham (prlimit ...): the pid stays ham's
         self.proc = None
 
     def env(self, **more) -> dict:
@@ -30,7 +31,7 @@ class HamRunner:
         """verbosity None: no -V, so ham keeps what its state file says."""
         level = ["-V", verbosity] if verbosity is not None else []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "hamtools", "ham", "--foreground", *level, "-f", self.log,
+            [*self.prefix, sys.executable, "-m", "hamtools", "ham", "--foreground", *level, "-f", self.log,
              "--runtime-dir", self.dir, *self.extra_args], env=self.env(), cwd=ROOT)
         deadline = time.monotonic() + 10
         while not self.answers():  # a socket file alone may be a killed ham's

@@ -153,6 +153,41 @@ def test_receive_timeout(channel):
     assert bad.value.errno == errno.ETIMEDOUT and time.monotonic() - started >= 0.05
 
 
+def test_a_server_with_no_descriptor_free_rests_instead_of_spinning():
+    # Its table full, the server cannot accept a client: MsgReceive must wait out its timeout
+    # asleep (a readable listener polled again at once took all of a core), and the client
+    # is served once descriptors are free.
+    server = child("""
+        chid = ChannelCreate(0)
+        print(chid, flush=True)
+        sys.stdin.readline()  # the client has connected and sent its pulse
+        filler = []
+        try:
+            while True:
+                filler.append(os.open("/dev/null", os.O_RDONLY))
+        except OSError:
+            pass
+        started = time.process_time()
+        try:
+            MsgReceive(chid, timeout=1)
+        except OSError as err:
+            print(errno.errorcode[err.errno], round(time.process_time() - started, 2), flush=True)
+        for fd in filler[-4:]:
+            os.close(fd)
+        pulse = MsgReceive(chid, timeout=5).msg
+        print(pulse.code, pulse.value)
+    """)
+    chid = int(server.stdout.readline())
+    coid = ConnectAttach(0, server.pid, chid)
+    MsgSendPulse(coid, -1, 5, 7)
+    server.stdin.write("go\n")
+    server.stdin.flush()
+    timed_out, cpu = server.stdout.readline().split()
+    assert timed_out == "ETIMEDOUT" and float(cpu) < 0.3, cpu
+    assert finish(server) == "5 7\n"
+    ConnectDetach(coid)
+
+
 def test_channel_is_the_spec_abstract_name(channel):
     chid = channel()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)

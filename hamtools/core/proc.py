@@ -19,7 +19,7 @@ import errno
 import os
 import select
 
-from hamtools.core import libc
+from hamtools.core import fdlimit, libc
 
 # Every signal a child may get back to its default action (SIGKILL/SIGSTOP cannot be changed).
 _DEFAULT_SIGNALS = tuple(s for s in signal.valid_signals() if s not in (signal.SIGKILL, signal.SIGSTOP))
@@ -293,7 +293,7 @@ def spawn(argv: list[str], *, env: dict[str, str] | None = None, shell: bool = F
         kwargs["scheduler"] = scheduler
     if new_group:
         kwargs["setpgroup"] = 0
-    pid = launch(argv[0], argv, os.environ if env is None else env, **kwargs)
+    pid = fdlimit.as_given(launch, argv[0], argv, os.environ if env is None else env, **kwargs)
     if not keep_oom_protection:
         drop_oom_protection(pid)
     # Our child cannot be reaped before we wait for it, so the pid is still ours here.

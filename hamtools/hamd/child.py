@@ -9,7 +9,8 @@ each step may need a privilege a later one drops: join the cgroup, rlimits, nice
 CPU affinity, umask, cwd, supplementary groups (the user's own, or none for a gid alone;
 never ham's), gid, uid last.
 
-Either way the child leads its own process group, has an empty signal mask and default
+Either way the child gets the descriptor limit ham was given, not the one ham raised for itself
+(core.fdlimit), leads its own process group, has an empty signal mask and default
 dispositions for every signal, ham's environment + the spec's env + extra_env +
 HAM_ENTITY=<name>, and stdout/stderr as given (hamtools.hamd.capture makes them). ham reaps
 every child itself (waitpid(-1) on SIGCHLD), so Popen is told it never created one.
@@ -23,7 +24,7 @@ import os
 import pwd
 import signal
 
-from hamtools.core import proc
+from hamtools.core import fdlimit, proc
 from hamtools.hamd import cgroup
 
 _POLICIES = {"other": os.SCHED_OTHER, "batch": os.SCHED_BATCH, "idle": os.SCHED_IDLE,
@@ -170,6 +171,7 @@ def _fork_exec(argv, env, stdout, stderr, steps, log, name) -> int:
 
     def prepare() -> None:  # in the child, between fork and exec
         _reset_signals()
+        fdlimit.give_back()  # before the steps: the spec's own nofile comes after
         for what, fatal, call in steps:
             try:
                 call()

@@ -16,7 +16,7 @@ import os
 import sys
 import _signal
 
-from hamtools.core import cjson, libc, proc
+from hamtools.core import cjson, fdlimit, libc, proc
 from hamtools.hamd import handover
 from hamtools.hamd.engine import Engine
 from hamtools.hamd.journal import Journal
@@ -139,7 +139,7 @@ class Ham:
         self.loop.add_signal(_signal.SIGCHLD, self._reap)
         self.loop.add_signal(_signal.SIGTERM, self._on_term)
         self.loop.add_signal(_signal.SIGHUP, self._on_hup)
-        self.server.open(self.handover)
+        self.server.open(self._raise_fd_limit(), self.handover)
         self.notify = NotifySocket(self, os.path.join(self.runtime_dir, "notify"), self.handover)
         self.launcher.notify_path = self.notify.path
         self.launcher.before_spawn = self.persist_before_spawn
@@ -161,6 +161,12 @@ class Ham:
         self.log(1, f"ham started, pid {os.getpid()}, {len(self.model.entities) - 1} entities")
         if self.manager is not None:
             self.manager.started(self.loop, f"{len(self.model.entities) - 1} entities")
+
+    def _raise_fd_limit(self) -> int:
+        given, limit = fdlimit.raise_own()
+        if limit > given:
+            self.log(2, f"descriptor limit {given} raised to {limit} (what ham starts gets {given})")
+        return limit
 
     def _resume(self) -> None:
         """Re-adopt what an earlier ham left running; handle deaths it did not see; services
@@ -347,7 +353,7 @@ class Ham:
         command = relaunch.command("ham", self.argv, root=root)
         self.log(0, f"re-executing ham from {root}")
         try:
-            os.execve(command[0], command, env)
+            fdlimit.as_given(os.execve, command[0], command, env)  # the new ham raises it again
         except OSError as err:
             for fd in fds.values():
                 os.set_inheritable(fd, False)

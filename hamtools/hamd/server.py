@@ -23,6 +23,11 @@ from hamtools.hamd.model import ADMIN_UIDS, HamError
 # socket cannot lock administrators out; one unprivileged uid gets a share of the client socket.
 MAX_PEERS = {"control": 64, "client": 1024}
 MAX_PEERS_PER_UID = 128
+# Descriptors kept out of the client socket's reach: room for every control peer and for
+# starting entities (a pidfd, capture pipes) when users hold all the rest.
+FD_RESERVE = MAX_PEERS["control"] + 64
+ACCEPT_PAUSE = 0.1  # s a listener rests when accept finds no descriptor free (EMFILE, ENFILE):
+#                     its connections wait in the backlog, not in a loop that spins on them
 BURST = 64  # datagrams read from one peer per wakeup, so one flooder cannot starve others
 UID_BURST = 16  # ... and from all the peers of one unprivileged uid together: however many
 #                 connections a flooding user opens, ham's answer to anyone else waits for at
@@ -61,16 +66,22 @@ class Server:
         self._read_by_uid: dict[int, int] = {}
         self._allowances: dict[int, list[float]] = {}  # uid -> [datagrams it may send, as of when]
         self._paused: dict[int, object] = {}  # uid -> the timer that reads its peers again
+        self._client_fds = 0  # a client peer's descriptor must be below this (open() sets it)
 
-    def open(self, handover=None) -> None:
+    def open(self, fd_limit: int, handover=None) -> None:
         """Bind the two sockets, or take them from the ham before us (hamd.handover): then
-        whoever connected during the takeover is still waiting in their backlog."""
+        whoever connected during the takeover is still waiting in their backlog. fd_limit:
+        ham's soft RLIMIT_NOFILE."""
+        self._client_fds = fd_limit - FD_RESERVE
+        if self._client_fds < MAX_PEERS["client"]:
+            self.ham.log(1, f"ham may open {fd_limit} descriptors: the client socket admits "
+                            f"{max(0, self._client_fds)} peers at most (raise the hard limit, ulimit -Hn)")
         for name, mode, control in (("control", 0o660, True), ("client", 0o666, False)):
             path = os.path.join(self.runtime_dir, name)
             listener = (handover and handover.take_socket(name, path, _socket.SOCK_SEQPACKET)) or self._bind(path, mode)
             listener.setblocking(False)
             self.listeners.append(listener)
-            self.loop.add_reader(listener.fileno(), lambda l=listener, c=control: self._accept(l, c), first=control)
+            self._listen(listener, control)
 
     def _bind(self, path: str, mode: int) -> _socket.socket:
         try:
@@ -87,18 +98,25 @@ class Server:
     def handover_fds(self) -> dict[str, int]:
         return dict(zip(("control", "client"), (listener.fileno() for listener in self.listeners)))
 
+    def _listen(self, listener: _socket.socket, control: bool) -> None:
+        self.loop.add_reader(listener.fileno(), lambda: self._accept(listener, control), first=control)
+
     def _accept(self, listener: _socket.socket, control: bool) -> None:
         while True:
             try:
                 fd, _ = listener._accept()  # _socket's accept4(SOCK_CLOEXEC): the fd alone
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as err:  # EMFILE...: leave the rest in the backlog
-                self.ham.log(1, f"accept: {err.strerror}")
+            except OSError as err:  # EMFILE, ENFILE, ENOMEM: the rest wait in the backlog
+                self.loop.remove_reader(listener.fileno())
+                self.loop.call_later(ACCEPT_PAUSE, lambda: self._listen(listener, control))
+                which = "control" if control else "client"
+                self.ham.log.limited(0, f"accept on the {which} socket",
+                                     f"cannot accept on the {which} socket: {err.strerror}")
                 return
             sock = _socket.socket(fileno=fd)
             pid, uid, gid = peer_credentials(sock)
-            refusal = self._refusal(control, uid)
+            refusal = self._refusal(control, uid, fd)
             if refusal:
                 sock.close()
                 self.ham.log.limited(1, f"refused connections of uid {uid}",
@@ -112,10 +130,12 @@ class Server:
     def _watch(self, conn: Conn) -> None:
         self.loop.add_reader(conn.sock.fileno(), lambda: self._readable(conn), first=conn.control)
 
-    def _refusal(self, control: bool, uid: int) -> str | None:
+    def _refusal(self, control: bool, uid: int, fd: int) -> str | None:
         peers = [c for c in self.conns.values() if c.control == control]
         if len(peers) >= MAX_PEERS["control" if control else "client"]:
             return "too many peers"
+        if not control and fd >= self._client_fds:  # fds are allocated lowest first
+            return "ham is short of descriptors"
         if (not control and uid not in ADMIN_UIDS
                 and sum(c.uid == uid for c in peers) >= MAX_PEERS_PER_UID):
             return f"uid {uid} has {MAX_PEERS_PER_UID} connections already"

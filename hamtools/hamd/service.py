@@ -12,7 +12,6 @@ budgeted (no dataclasses, no re).
 
 import grp
 import math
-import os
 import pwd
 import resource
 import signal

@@ -35,8 +35,9 @@ from hamtools.core.wire import Frame, ProtocolError, Pulse, channel_address
 from hamtools.neutrino import consts as c
 
 HANGUP = select.POLLHUP | select.POLLRDHUP | select.POLLERR | select.POLLNVAL
-SCOID_BASE = 0x40000000
-_CATCHABLE = signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}  # QNX's _NTO_SIDE_CHANNEL range, so scoids never look like coids
+SCOID_BASE = 0x40000000  # QNX's _NTO_SIDE_CHANNEL range, so scoids never look like coids
+_CATCHABLE = signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}
+ACCEPT_PAUSE = 0.1  # s a channel's listener rests when accept finds no descriptor free
 
 
 def _oserror(err: int, detail: str = "") -> OSError:
@@ -106,6 +107,7 @@ class _Channel:
     inbox: deque = field(default_factory=deque)  # _Message and Pulse, in arrival order
     recv_lock: threading.Lock = field(default_factory=threading.Lock)
     destroyed: bool = False
+    accept_after: float = 0.0  # monotonic: the listener rests until then (no descriptor was free)
 
 
 @dataclass(eq=False)
@@ -383,7 +385,11 @@ class Kernel:
     def _wait(self, channel: _Channel, timeout: float | None) -> bool:
         """Block until something arrives; move what arrived into the inbox. True if any did."""
         poller = select.poll()
-        poller.register(channel.listener, select.POLLIN)
+        resting = channel.accept_after - time.monotonic()
+        if resting > 0:  # its connections wait in the backlog; we look again after the rest
+            timeout = resting if timeout is None else min(timeout, resting)
+        else:
+            poller.register(channel.listener, select.POLLIN)
         poller.register(channel.wake_fd, select.POLLIN)
         with self.lock:
             conns = dict(channel.conns)
@@ -416,8 +422,9 @@ class Kernel:
                 sock, _ = channel.listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError:
-                return  # EMFILE and the like: the client waits in the backlog
+            except OSError:  # EMFILE and the like: a readable listener would wake us at once
+                channel.accept_after = time.monotonic() + ACCEPT_PAUSE
+                return
             pid, uid, gid = peer_credentials(sock)
             sock.setblocking(False)
             with self.lock:
