@@ -60,6 +60,17 @@ class HamRunner:
                 self.proc.wait()
         self.stop_successor()
 
+    def stop_and_kill_leftovers(self, spawned=()) -> None:
+        """stop(), then kill what the entities still ran (and spawned: pids a test knows of)."""
+        from hamtools.ham import ham_status
+
+        try:
+            pids = {e["pid"] for e in ham_status()["entities"] if e["pid"]}
+        except OSError:
+            pids = set()
+        self.stop()
+        kill_leftovers(pids | set(spawned))
+
     def stop_successor(self) -> None:
         """A ham that took over (its guardian) when the one we started was killed: stop it
         the way hamctl does (guardian first), and wait until the lock is free."""
@@ -120,14 +131,7 @@ def ham(tmp_path, monkeypatch):
     spawned = set()
     runner.spawned = spawned
     yield runner
-    try:
-        from hamtools.ham import ham_status
-
-        spawned |= {e["pid"] for e in ham_status()["entities"] if e["pid"]}
-    except OSError:
-        pass
-    runner.stop()
-    kill_leftovers(spawned)
+    runner.stop_and_kill_leftovers(spawned)
 
 
 @contextmanager

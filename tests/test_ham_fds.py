@@ -14,7 +14,10 @@ from hamtools.ham import ham_attach, ham_status
 from hamtools.hamd.hlog import LIMITED_LINES
 from hamtools.hamd.server import FD_RESERVE, MAX_PEERS
 from tests.conftest import ROOT
-from tests.hamfix import HamRunner, entity_status, kill_leftovers, wait_for
+from tests.hamfix import HamRunner, entity_status, wait_for
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from benchlib import cpu_seconds  # noqa: E402
 
 
 def nofile(pid: int) -> tuple[int, int]:
@@ -24,12 +27,6 @@ def nofile(pid: int) -> tuple[int, int]:
     return int(soft), int(hard)
 
 
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 @pytest.fixture
 def runner(tmp_path, monkeypatch):
     run = tmp_path / "run"
@@ -37,12 +34,7 @@ def runner(tmp_path, monkeypatch):
     monkeypatch.setenv("HAM_RUNTIME_DIR", str(run))
     ham = HamRunner(run)
     yield ham
-    try:
-        pids = [e["pid"] for e in ham_status()["entities"] if e["pid"]]
-    except OSError:
-        pids = []
-    ham.stop()
-    kill_leftovers(pids)
+    ham.stop_and_kill_leftovers()
 
 
 def pid_of(name: str) -> int:

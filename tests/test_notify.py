@@ -15,8 +15,7 @@ import time
 import pytest
 
 from hamtools.core import sdnotify
-from hamtools.ham import ham_status
-from tests.hamfix import HamRunner, entity_status, kill_leftovers, wait_for
+from tests.hamfix import HamRunner, entity_status, wait_for
 
 SYSTEMD_NOTIFY = shutil.which("systemd-notify")
 
@@ -48,12 +47,7 @@ def board(tmp_path, monkeypatch):
     yield start
     runner = holder.get("runner")
     if runner is not None:
-        try:
-            pids = [e["pid"] for e in ham_status()["entities"] if e["pid"]]
-        except OSError:
-            pids = []
-        runner.stop()
-        kill_leftovers(pids)
+        runner.stop_and_kill_leftovers()
 
 
 WATCHED = """
@@ -279,9 +273,7 @@ def test_entities_never_see_hams_own_notify_socket(tmp_path, monkeypatch):
         wait_for(lambda: out.exists() and out.read_text().strip(), what="the entity's environment")
         assert out.read_text().strip() == f"{run_dir}/notify-"
     finally:
-        pids = [e["pid"] for e in ham_status()["entities"] if e["pid"]]
-        runner.stop()
-        kill_leftovers(pids)
+        runner.stop_and_kill_leftovers()
 
 
 

@@ -12,11 +12,12 @@ start processes through core.proc too, and carry nothing for it.
 
 CEILING = 65536  # enough for thousands of entities; a bigger table is memory nobody asked for
 _given: tuple[int, int] | None = None  # (soft, hard) as ham was started, once it has raised them
+_raised: tuple[int, int] | None = None  # ... and as ham raised them
 
 
 def raise_own() -> tuple[int, int]:
     """Raise this process's soft limit towards its hard one; returns (given soft, soft now)."""
-    global _given
+    global _given, _raised
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -27,7 +28,7 @@ def raise_own() -> tuple[int, int]:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     except (OSError, ValueError):  # a hard limit above the kernel's nr_open
         return soft, soft
-    _given = (soft, hard)
+    _given, _raised = (soft, hard), (want, hard)
     return soft, want
 
 
@@ -46,9 +47,8 @@ def as_given(call, *args, **kwargs):
         return call(*args, **kwargs)
     import resource
 
-    raised = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, _given)
     try:
         return call(*args, **kwargs)
     finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, raised)
+        resource.setrlimit(resource.RLIMIT_NOFILE, _raised)
